@@ -1,0 +1,501 @@
+//! [`Disk`]: one open image with its policy, caps, live write-cache state,
+//! flush coordinator, counters, trace and executor. This is what front ends
+//! hold.
+//!
+//! Lifecycle and contracts for front ends:
+//! - [`Disk::submit`] validates (typed [`RequestError`], no host I/O on
+//!   rejection), plans and hands the request to the executor. Completions
+//!   come back from [`Disk::poll`] (or [`Disk::wait`]); with the thread pool
+//!   the [`Disk::notify_fd`] eventfd becomes readable when there are some.
+//! - [`Disk::execute`] runs one request synchronously on the caller's thread
+//!   (simple front ends, tests).
+//! - A failed request whose direction's [`crate::ErrorAction`] holds it
+//!   produces no completion: it waits in the disk until the VMM calls
+//!   [`Disk::resume_held`], which re-plans and resubmits it.
+//! - [`Disk::set_write_cache`]`(false)` waits for in-flight volatile writes,
+//!   flushes, and only then returns: writes completed after the switch are
+//!   FUA, writes completed before it are covered by the flush.
+
+use std::fs::OpenOptions;
+use std::os::fd::RawFd;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+
+use crate::buf::DataBuf;
+use crate::caps::HostCaps;
+use crate::counters::{CounterSnapshot, Counters};
+use crate::exec::{self, Executor, ExecutorKind, Finished};
+use crate::file::{HostFile, RealFile};
+use crate::flush::{FlushCoordinator, FlushOutcome, Sabotage};
+use crate::plan::{self, BufShape, Plan, RequestShape};
+use crate::policy::Policy;
+use crate::request::{Op, Request, RequestError};
+use crate::trace::Trace;
+use crate::IoError;
+
+/// Options for opening a disk.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct DiskOptions {
+    /// Which executor runs host I/O.
+    pub executor: ExecutorKind,
+    /// Start with the trace recorder on.
+    pub trace: bool,
+    /// Known-bad behaviours, for proving the test suite catches them.
+    #[doc(hidden)]
+    pub sabotage: Sabotage,
+}
+
+/// Why a disk could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    /// The image could not be opened.
+    #[error("cannot open {path}: {source}")]
+    Open {
+        /// Path.
+        path: String,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// The probe failed.
+    #[error("cannot probe {path}: {source}")]
+    Probe {
+        /// Path.
+        path: String,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// The image does not fit the policy.
+    #[error("{0}")]
+    Unsuitable(String),
+    /// The executor could not be started.
+    #[error("cannot start executor: {0}")]
+    Executor(std::io::Error),
+}
+
+/// Serialises overlapping ranges (read-modify-write under `O_DIRECT`).
+#[derive(Debug, Default)]
+pub(crate) struct RangeLock {
+    held: Mutex<Vec<(u64, u64)>>,
+    cv: Condvar,
+}
+
+pub(crate) struct RangeGuard<'a> {
+    lock: &'a RangeLock,
+    range: (u64, u64),
+}
+
+impl RangeLock {
+    pub(crate) fn lock(&self, a: u64, b: u64) -> RangeGuard<'_> {
+        let mut h = self.held.lock().unwrap_or_else(|e| e.into_inner());
+        while h.iter().any(|&(x, y)| x < b && a < y) {
+            h = self.cv.wait(h).unwrap_or_else(|e| e.into_inner());
+        }
+        h.push((a, b));
+        RangeGuard {
+            lock: self,
+            range: (a, b),
+        }
+    }
+}
+
+impl Drop for RangeGuard<'_> {
+    fn drop(&mut self) {
+        let mut h = self.lock.held.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(i) = h.iter().position(|r| *r == self.range) {
+            h.swap_remove(i);
+        }
+        self.lock.cv.notify_all();
+    }
+}
+
+/// State shared between the disk and its executor threads.
+pub(crate) struct DiskCore {
+    pub file: Arc<dyn HostFile>,
+    pub policy: Policy,
+    pub caps: HostCaps,
+    pub wce: AtomicBool,
+    pub flush: FlushCoordinator,
+    pub counters: Counters,
+    pub trace: Arc<Trace>,
+    pub ranges: RangeLock,
+    volatile: Mutex<u64>,
+    volatile_cv: Condvar,
+}
+
+impl DiskCore {
+    pub(crate) fn volatile_done(&self) {
+        let mut v = self.volatile.lock().unwrap_or_else(|e| e.into_inner());
+        *v = v.saturating_sub(1);
+        self.volatile_cv.notify_all();
+    }
+}
+
+/// A completed request.
+#[derive(Debug)]
+pub struct Completion {
+    /// The request's tag.
+    pub tag: u64,
+    /// The request's op.
+    pub op: Op,
+    /// Bytes transferred (reads/writes) or 0, or the host error.
+    pub result: Result<u64, IoError>,
+    /// The request's buffer, returned (read data for owned buffers).
+    pub buf: DataBuf,
+}
+
+/// Result of [`Disk::execute`].
+#[derive(Debug)]
+pub enum Outcome {
+    /// The request completed (successfully or not).
+    Done(Completion),
+    /// The request failed and is held by the `stop` error policy.
+    Held,
+}
+
+/// One open image. See the module docs.
+pub struct Disk {
+    core: Arc<DiskCore>,
+    exec: Box<dyn Executor>,
+    held: Mutex<Vec<Request>>,
+}
+
+impl std::fmt::Debug for Disk {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Disk")
+            .field("policy", &self.core.policy)
+            .field("size", &self.core.caps.size)
+            .finish()
+    }
+}
+
+impl Disk {
+    /// Opens and probes the image at `path`.
+    pub fn open(path: &Path, policy: Policy, opts: DiskOptions) -> Result<Disk, OpenError> {
+        let p = path.display().to_string();
+        let mut oo = OpenOptions::new();
+        oo.read(true).write(!policy.read_only);
+        let mut flags = libc::O_CLOEXEC;
+        if policy.direct {
+            flags |= libc::O_DIRECT;
+        }
+        oo.custom_flags(flags);
+        let file = oo.open(path).map_err(|source| OpenError::Open {
+            path: p.clone(),
+            source,
+        })?;
+        let report = crate::probe::probe_file(&file, path, policy.direct).map_err(|source| {
+            OpenError::Probe {
+                path: p.clone(),
+                source,
+            }
+        })?;
+        let caps = report.caps;
+        if policy.direct && caps.size % u64::from(caps.dio_offset_align) != 0 {
+            return Err(OpenError::Unsuitable(format!(
+                "{p}: size {} is not a multiple of the O_DIRECT alignment {}; \
+                 resize the image or use a buffered cache mode (writeback, writethrough)",
+                caps.size, caps.dio_offset_align
+            )));
+        }
+        Disk::from_host_file(Arc::new(RealFile::new(file)), caps, policy, opts)
+    }
+
+    /// A disk over any [`HostFile`] (the crash model, fault injection, tests).
+    pub fn from_host_file(
+        file: Arc<dyn HostFile>,
+        caps: HostCaps,
+        policy: Policy,
+        opts: DiskOptions,
+    ) -> Result<Disk, OpenError> {
+        let exec: Box<dyn Executor> = match opts.executor {
+            ExecutorKind::Inline => Box::<exec::Inline>::default(),
+            ExecutorKind::Threads(n) => Box::new(exec::Pool::new(n).map_err(OpenError::Executor)?),
+        };
+        let trace = Arc::new(Trace::default());
+        trace.enable(opts.trace);
+        Ok(Disk {
+            core: Arc::new(DiskCore {
+                file,
+                wce: AtomicBool::new(policy.write_cache),
+                policy,
+                caps,
+                flush: FlushCoordinator::with_sabotage(opts.sabotage),
+                counters: Counters::default(),
+                trace,
+                ranges: RangeLock::default(),
+                volatile: Mutex::new(0),
+                volatile_cv: Condvar::new(),
+            }),
+            exec,
+            held: Mutex::new(Vec::new()),
+        })
+    }
+
+    /// The policy.
+    pub fn policy(&self) -> &Policy {
+        &self.core.policy
+    }
+
+    /// The host caps.
+    pub fn caps(&self) -> &HostCaps {
+        &self.core.caps
+    }
+
+    /// Size in bytes.
+    pub fn size(&self) -> u64 {
+        self.core.caps.size
+    }
+
+    /// Logical block size in bytes.
+    pub fn logical_block_size(&self) -> u32 {
+        self.core.caps.logical_block_size
+    }
+
+    /// Whether the disk refuses modifications.
+    pub fn read_only(&self) -> bool {
+        self.core.policy.read_only
+    }
+
+    /// The live guest-visible write cache state.
+    pub fn write_cache(&self) -> bool {
+        self.core.wce.load(Ordering::SeqCst)
+    }
+
+    /// The trace recorder.
+    pub fn trace(&self) -> &Trace {
+        &self.core.trace
+    }
+
+    /// A copy of the counters.
+    pub fn counters(&self) -> CounterSnapshot {
+        self.core.counters.snapshot()
+    }
+
+    /// The latched flush errno, if a flush failed since open.
+    pub fn latched_error(&self) -> Option<i32> {
+        self.core.flush.latched()
+    }
+
+    /// The eventfd signalled when completions are ready (thread pool only).
+    pub fn notify_fd(&self) -> Option<RawFd> {
+        self.exec.notify_fd()
+    }
+
+    fn shape(&self, req: &Request) -> RequestShape {
+        let caps = &self.core.caps;
+        let buf = match &req.buf {
+            DataBuf::None => BufShape::None,
+            DataBuf::Owned(_) => BufShape::Owned,
+            DataBuf::Guest(g) => {
+                let ma = u64::from(caps.dio_mem_align.max(1));
+                let oa = caps.dio_offset_align.max(1) as usize;
+                let aligned = g.slices().is_some_and(|v| {
+                    v.iter()
+                        .all(|s| (s.ptr_guard().as_ptr() as u64) % ma == 0 && s.len() % oa == 0)
+                });
+                BufShape::Guest { aligned }
+            }
+        };
+        RequestShape {
+            op: req.op,
+            offset: req.offset,
+            len: req.len,
+            buf,
+        }
+    }
+
+    fn plan(&self, req: &Request) -> Plan {
+        let c = &self.core;
+        let mut p = plan::plan(&self.shape(req), &c.policy, self.write_cache(), &c.caps);
+        // With O_DIRECT and an offset alignment coarser than the logical
+        // block, read-modify-write can happen: every modifying request then
+        // locks its aligned extent so an RMW never writes back stale data
+        // over a concurrent write.
+        let oa = u64::from(c.caps.dio_offset_align);
+        if c.policy.direct
+            && oa > u64::from(c.caps.logical_block_size)
+            && req.op.is_write()
+            && p.lock.is_none()
+        {
+            let a0 = req.offset - req.offset % oa;
+            let a1 = (req.offset + req.len).div_ceil(oa) * oa;
+            p.lock = Some((a0, a1));
+        }
+        p
+    }
+
+    fn validate(&self, req: &Request) -> Result<(), RequestError> {
+        let c = &self.core;
+        req.validate(c.caps.size, c.caps.logical_block_size, c.policy.read_only)
+    }
+
+    fn start(&self, req: &Request) -> Plan {
+        let plan = self.plan(req);
+        if !plan.durable && req.op.is_write() {
+            *self.core.volatile.lock().unwrap_or_else(|e| e.into_inner()) += 1;
+        }
+        plan
+    }
+
+    /// Validates, plans and submits `req`. See the module docs.
+    pub fn submit(&self, req: Request) -> Result<(), RequestError> {
+        self.validate(&req)?;
+        self.core.counters.request(req.op);
+        let plan = self.start(&req);
+        self.exec.submit(&self.core, req, plan);
+        Ok(())
+    }
+
+    /// Runs `req` on this thread and returns its outcome.
+    pub fn execute(&self, req: Request) -> Result<Outcome, RequestError> {
+        self.validate(&req)?;
+        self.core.counters.request(req.op);
+        let plan = self.start(&req);
+        let f = exec::run_job(&self.core, req, &plan);
+        Ok(match self.finish(f) {
+            Some(c) => Outcome::Done(c),
+            None => Outcome::Held,
+        })
+    }
+
+    fn finish(&self, f: Finished) -> Option<Completion> {
+        if let Err(e) = &f.result {
+            let action = if f.req.op == Op::Read {
+                self.core.policy.errors.read
+            } else {
+                self.core.policy.errors.write
+            };
+            if action.holds(e.errno) {
+                self.core
+                    .counters
+                    .held
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                self.held
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push(f.req);
+                return None;
+            }
+        }
+        Some(Completion {
+            tag: f.req.tag,
+            op: f.req.op,
+            result: f.result,
+            buf: f.req.buf,
+        })
+    }
+
+    /// Completions ready now (never blocks).
+    pub fn poll(&self) -> Vec<Completion> {
+        self.exec
+            .take()
+            .into_iter()
+            .filter_map(|f| self.finish(f))
+            .collect()
+    }
+
+    /// Blocks until at least one completion is ready (or nothing is in
+    /// flight), then returns what is ready.
+    pub fn wait(&self) -> Vec<Completion> {
+        self.exec.wait();
+        self.poll()
+    }
+
+    /// Number of requests held by the `stop` error policy.
+    pub fn held_count(&self) -> usize {
+        self.held.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    /// Resubmits every held request (the VMM resolved the cause). Their
+    /// completions arrive through [`Disk::poll`]. Returns how many.
+    pub fn resume_held(&self) -> usize {
+        let held = std::mem::take(&mut *self.held.lock().unwrap_or_else(|e| e.into_inner()));
+        let n = held.len();
+        for req in held {
+            let plan = self.start(&req);
+            self.exec.submit(&self.core, req, plan);
+        }
+        n
+    }
+
+    /// Drops every held request, returning their tags (device reset).
+    pub fn cancel_held(&self) -> Vec<u64> {
+        std::mem::take(&mut *self.held.lock().unwrap_or_else(|e| e.into_inner()))
+            .into_iter()
+            .map(|r| r.tag)
+            .collect()
+    }
+
+    /// Sets the guest-visible write cache. Turning it off first makes every
+    /// later write FUA, then waits for in-flight volatile writes and flushes;
+    /// it returns only when every write completed so far is durable. The
+    /// flush's error (e.g. a latched one) is returned; the cache stays off.
+    pub fn set_write_cache(&self, on: bool) -> Result<(), IoError> {
+        let was = self.core.wce.swap(on, Ordering::SeqCst);
+        if on || self.core.policy.no_flush {
+            return Ok(());
+        }
+        let _ = was; // Even if it was already off, a flush is cheap and safe.
+        {
+            let mut v = self.core.volatile.lock().unwrap_or_else(|e| e.into_inner());
+            while *v > 0 {
+                v = self
+                    .core
+                    .volatile_cv
+                    .wait(v)
+                    .unwrap_or_else(|e| e.into_inner());
+            }
+        }
+        self.sync_now()
+    }
+
+    /// Restores the policy's write-cache default (virtio-blk reset).
+    pub fn restore_default_write_cache(&self) -> Result<(), IoError> {
+        self.set_write_cache(self.core.policy.write_cache)
+    }
+
+    /// A flush issued by the engine itself (not counted as a guest flush).
+    pub fn sync_now(&self) -> Result<(), IoError> {
+        if self.core.policy.no_flush {
+            return Ok(());
+        }
+        let core = &self.core;
+        match core.flush.flush(|| {
+            core.counters
+                .fdatasyncs
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let r = core.file.fdatasync();
+            core.trace.record(
+                u64::MAX,
+                plan::HostOp::Fdatasync,
+                core.policy.direct,
+                false,
+                r.as_ref()
+                    .map(|_| 0)
+                    .map_err(|e| e.raw_os_error().unwrap_or(libc::EIO)),
+            );
+            r
+        }) {
+            FlushOutcome::Failed(e) => Err(IoError {
+                errno: e,
+                latched: true,
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    /// Blocks until nothing is in flight; returns the completions gathered.
+    pub fn drain(&self) -> Vec<Completion> {
+        let mut out = Vec::new();
+        loop {
+            self.exec.wait();
+            let got = self.exec.take();
+            if got.is_empty() {
+                return out;
+            }
+            out.extend(got.into_iter().filter_map(|f| self.finish(f)));
+        }
+    }
+}

@@ -1,0 +1,252 @@
+//! Flush coordinator: decides whether a flush issues, shares or skips an
+//! `fdatasync`, and latches the first failure.
+//!
+//! Rules (each one is a test below and a property in the crash suite):
+//! 1. A flush covers every write *completed* before it was submitted. Writes
+//!    count as completed (the generation is bumped) when their syscall
+//!    returns, before the guest can see the completion, and before any
+//!    `fdatasync` issued on their own behalf (emulated FUA) — so that sync
+//!    can never be elided (QEMU's write-generation ordering trap).
+//! 2. Concurrent flushes share one `fdatasync` only if that `fdatasync`
+//!    *started* after each of them was submitted (group commit). A sync
+//!    already running when a flush arrives does not count for it.
+//! 3. A flush is skipped only when no write, discard or zeroing completed
+//!    since the start of the last successful `fdatasync`.
+//! 4. A failed `fdatasync` latches: every later flush (and, via
+//!    [`FlushCoordinator::latched`], every durable write) fails with the
+//!    original errno until the disk is reopened. The kernel reports a
+//!    writeback error once per open file and drops the dirty pages, so a later
+//!    "successful" sync would be a lie (`host-facts.md` §4).
+
+use std::io;
+use std::sync::{Condvar, Mutex};
+
+/// How a flush was satisfied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FlushOutcome {
+    /// This flush ran the `fdatasync`.
+    Synced,
+    /// Another flush's `fdatasync`, started after this one was submitted,
+    /// covered it.
+    Shared,
+    /// Nothing completed since the last successful `fdatasync`.
+    Elided,
+    /// The `fdatasync` failed now or earlier (latched errno).
+    Failed(i32),
+}
+
+#[derive(Debug, Default)]
+struct State {
+    /// Completed modifying ops.
+    write_gen: u64,
+    /// `write_gen` sampled at the start of the last successful sync.
+    synced_gen: u64,
+    rounds_started: u64,
+    rounds_done: u64,
+    running: bool,
+    latched: Option<i32>,
+}
+
+/// Known-bad behaviours that the crash/property suite must detect. Only for
+/// tests of the tests; every field defaults to off.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Sabotage {
+    /// Let a flush share an `fdatasync` that started before it.
+    pub share_running_sync: bool,
+    /// Forget failures: no latch.
+    pub no_latch: bool,
+}
+
+/// See the module docs.
+#[derive(Debug, Default)]
+pub struct FlushCoordinator {
+    state: Mutex<State>,
+    cv: Condvar,
+    sabotage: Sabotage,
+}
+
+impl FlushCoordinator {
+    /// A coordinator with the given (test-only) sabotage switches.
+    pub fn with_sabotage(sabotage: Sabotage) -> FlushCoordinator {
+        FlushCoordinator {
+            sabotage,
+            ..Default::default()
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Records that a modifying op completed (call after the syscall returned
+    /// successfully and before the completion is reported).
+    pub fn write_completed(&self) {
+        self.lock().write_gen += 1;
+    }
+
+    /// The latched errno, if any.
+    pub fn latched(&self) -> Option<i32> {
+        self.lock().latched
+    }
+
+    /// Latches `errno` (a durable write failed: its sync may have consumed
+    /// the file's writeback error).
+    pub fn latch(&self, errno: i32) {
+        if self.sabotage.no_latch {
+            return;
+        }
+        let mut s = self.lock();
+        if s.latched.is_none() {
+            s.latched = Some(errno);
+        }
+    }
+
+    /// Clears the latch (only when the image was reopened).
+    pub fn clear_latch(&self) {
+        self.lock().latched = None;
+    }
+
+    /// Performs a flush, calling `sync` (the `fdatasync`) when rules 1-3
+    /// require one.
+    pub fn flush(&self, sync: impl FnOnce() -> io::Result<()>) -> FlushOutcome {
+        let mut s = self.lock();
+        if let Some(e) = s.latched {
+            return FlushOutcome::Failed(e);
+        }
+        if s.write_gen == s.synced_gen {
+            return FlushOutcome::Elided;
+        }
+        // The first round that starts after now covers us.
+        let need = if self.sabotage.share_running_sync && s.running {
+            s.rounds_started
+        } else {
+            s.rounds_started + 1
+        };
+        let mut sync = Some(sync);
+        let mut ran = false;
+        while s.rounds_done < need {
+            if let Some(e) = s.latched {
+                return FlushOutcome::Failed(e);
+            }
+            if !s.running {
+                s.running = true;
+                s.rounds_started += 1;
+                let round = s.rounds_started;
+                let gen = s.write_gen;
+                drop(s);
+                let r = match sync.take() {
+                    Some(f) => f(),
+                    None => Ok(()),
+                };
+                ran = true;
+                s = self.lock();
+                s.running = false;
+                s.rounds_done = round;
+                match r {
+                    Ok(()) => s.synced_gen = s.synced_gen.max(gen),
+                    Err(e) => {
+                        let errno = e.raw_os_error().unwrap_or(libc::EIO);
+                        if !self.sabotage.no_latch && s.latched.is_none() {
+                            s.latched = Some(errno);
+                        }
+                        self.cv.notify_all();
+                        return FlushOutcome::Failed(errno);
+                    }
+                }
+                self.cv.notify_all();
+            } else {
+                s = self.cv.wait(s).unwrap_or_else(|e| e.into_inner());
+            }
+        }
+        match s.latched {
+            Some(e) => FlushOutcome::Failed(e),
+            None if ran => FlushOutcome::Synced,
+            None => FlushOutcome::Shared,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicU32, Ordering};
+    use std::sync::{Arc, Barrier};
+
+    #[test]
+    fn elides_only_when_nothing_completed() {
+        let c = FlushCoordinator::default();
+        let n = AtomicU32::new(0);
+        let sync = || {
+            n.fetch_add(1, Ordering::SeqCst);
+            Ok(())
+        };
+        assert_eq!(c.flush(sync), FlushOutcome::Elided);
+        c.write_completed();
+        assert_eq!(c.flush(sync), FlushOutcome::Synced);
+        assert_eq!(c.flush(sync), FlushOutcome::Elided);
+        assert_eq!(n.load(Ordering::SeqCst), 1);
+    }
+
+    #[test]
+    fn failure_latches_with_original_errno() {
+        let c = FlushCoordinator::default();
+        c.write_completed();
+        let r = c.flush(|| Err(io::Error::from_raw_os_error(libc::ENOSPC)));
+        assert_eq!(r, FlushOutcome::Failed(libc::ENOSPC));
+        // Nothing new was written and the next sync would "succeed": still fails.
+        assert_eq!(c.flush(|| Ok(())), FlushOutcome::Failed(libc::ENOSPC));
+        c.write_completed();
+        assert_eq!(c.flush(|| Ok(())), FlushOutcome::Failed(libc::ENOSPC));
+        assert_eq!(c.latched(), Some(libc::ENOSPC));
+    }
+
+    #[test]
+    fn no_latch_sabotage_forgets() {
+        let c = FlushCoordinator::with_sabotage(Sabotage {
+            no_latch: true,
+            ..Default::default()
+        });
+        c.write_completed();
+        let _ = c.flush(|| Err(io::Error::from_raw_os_error(libc::EIO)));
+        assert_eq!(c.flush(|| Ok(())), FlushOutcome::Synced);
+    }
+
+    /// A flush submitted while a sync is running must wait for a new sync.
+    #[test]
+    fn running_sync_is_not_shared_with_later_flush() {
+        let c = Arc::new(FlushCoordinator::default());
+        let syncs = Arc::new(AtomicU32::new(0));
+        c.write_completed();
+        let entered = Arc::new(Barrier::new(2));
+        let release = Arc::new(Barrier::new(2));
+        let t = {
+            let (c, syncs, entered, release) =
+                (c.clone(), syncs.clone(), entered.clone(), release.clone());
+            std::thread::spawn(move || {
+                c.flush(|| {
+                    entered.wait();
+                    release.wait();
+                    syncs.fetch_add(1, Ordering::SeqCst);
+                    Ok(())
+                })
+            })
+        };
+        entered.wait();
+        // A write completes while the first sync runs; then a second flush.
+        c.write_completed();
+        let t2 = {
+            let (c, syncs) = (c.clone(), syncs.clone());
+            std::thread::spawn(move || {
+                c.flush(|| {
+                    syncs.fetch_add(1, Ordering::SeqCst);
+                    Ok(())
+                })
+            })
+        };
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        release.wait();
+        assert_eq!(t.join().unwrap(), FlushOutcome::Synced);
+        assert_eq!(t2.join().unwrap(), FlushOutcome::Synced);
+        assert_eq!(syncs.load(Ordering::SeqCst), 2);
+    }
+}
