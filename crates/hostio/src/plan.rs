@@ -424,3 +424,229 @@ fn rmw_write(p: &mut Plan, offset: u64, len: u64, oa: u64, dsync: bool, zero: bo
     p.bounce_len = a1 - a0;
     p.lock = Some((a0, a1));
 }
+
+#[cfg(test)]
+mod tests {
+    //! Each durability rule of the module docs as a property over all
+    //! requests × policies × write-cache states × host caps.
+    use super::*;
+    use crate::caps::Fact;
+    use crate::policy::{CacheMode, ErrorPolicy};
+    use proptest::prelude::*;
+
+    const SIZE: u64 = 1 << 30;
+
+    fn arb_caps() -> impl Strategy<Value = HostCaps> {
+        (
+            any::<bool>(),
+            prop_oneof![Just(512u32), Just(4096)],
+            prop_oneof![Just(512u32), Just(4096)],
+            any::<bool>(),
+            any::<bool>(),
+            any::<bool>(),
+            prop_oneof![Just(Some(true)), Just(Some(false)), Just(None)],
+        )
+            .prop_map(|(blk, ma, oa, dsync, discard, wz, stable)| {
+                let mut c = HostCaps::simulated(SIZE);
+                c.kind = if blk {
+                    BackingKind::BlockDevice
+                } else {
+                    BackingKind::File
+                };
+                c.dio_mem_align = ma;
+                c.dio_offset_align = oa;
+                c.rwf_dsync = dsync;
+                c.discard = discard;
+                c.write_zeroes = wz;
+                c.stable_pages = match stable {
+                    Some(v) => Fact::Known(v, "test"),
+                    None => Fact::Unknown("test".into()),
+                };
+                c
+            })
+    }
+
+    fn arb_policy() -> impl Strategy<Value = Policy> {
+        (
+            proptest::sample::select(CacheMode::ALL.to_vec()),
+            prop_oneof![
+                Just(StableWrites::Auto),
+                Just(StableWrites::Bounce),
+                Just(StableWrites::Trust)
+            ],
+            prop_oneof![Just(DiscardMode::Ignore), Just(DiscardMode::Unmap)],
+        )
+            .prop_map(|(m, sw, d)| Policy {
+                stable_writes: sw,
+                discard: d,
+                errors: ErrorPolicy::default(),
+                ..Policy::from_mode(m)
+            })
+    }
+
+    fn arb_req() -> impl Strategy<Value = RequestShape> {
+        (
+            prop_oneof![
+                Just(Op::Read),
+                Just(Op::Write { fua: false }),
+                Just(Op::Write { fua: true }),
+                Just(Op::Flush),
+                Just(Op::Discard),
+                Just(Op::WriteZeroes { may_unmap: false }),
+                Just(Op::WriteZeroes { may_unmap: true }),
+            ],
+            0u64..(SIZE / 512 - 256),
+            1u64..256,
+            prop_oneof![
+                Just(BufShape::Guest { aligned: true }),
+                Just(BufShape::Guest { aligned: false }),
+                Just(BufShape::Owned)
+            ],
+        )
+            .prop_map(|(op, lba, n, buf)| {
+                let data = matches!(op, Op::Read | Op::Write { .. });
+                RequestShape {
+                    op,
+                    offset: if op == Op::Flush { 0 } else { lba * 512 },
+                    len: if op == Op::Flush { 0 } else { n * 512 },
+                    buf: if data { buf } else { BufShape::None },
+                }
+            })
+    }
+
+    fn is_sync_op(op: &HostOp) -> bool {
+        matches!(
+            op,
+            HostOp::Fdatasync
+                | HostOp::Write { dsync: true, .. }
+                | HostOp::WriteZeroBuf { dsync: true, .. }
+        )
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(4000))]
+
+        /// FUA, or WCE off, makes a write durable unless no_flush; durable
+        /// means the last modifying op is RWF_DSYNC or followed by fdatasync.
+        #[test]
+        fn durable_iff_fua_or_wce_off(r in arb_req(), p in arb_policy(), wce: bool, c in arb_caps()) {
+            let plan = plan(&r, &p, wce, &c);
+            let expect = match r.op {
+                Op::Write { fua } => !p.no_flush && (fua || !wce),
+                Op::WriteZeroes { .. } => !p.no_flush && !wce,
+                Op::Flush => !p.no_flush,
+                Op::Read | Op::Discard => false,
+            };
+            prop_assert_eq!(plan.durable, expect);
+            if plan.durable && r.op != Op::Flush {
+                let last_mod = plan.ops.iter().rposition(|o| o.modifies()).unwrap();
+                let synced_after = plan.ops[last_mod..].iter().any(is_sync_op);
+                prop_assert!(synced_after, "durable plan without sync: {:?}", plan.ops);
+                // RWF_DSYNC is used where the host accepts it, for data writes.
+                if c.rwf_dsync && matches!(r.op, Op::Write { .. }) {
+                    prop_assert!(!plan.ops.contains(&HostOp::Fdatasync));
+                }
+            }
+            if !plan.durable {
+                prop_assert!(!plan.ops.iter().any(is_sync_op), "{:?}", plan.ops);
+            }
+        }
+
+        /// no_flush drops every flush and FUA.
+        #[test]
+        fn no_flush_never_syncs(r in arb_req(), p in arb_policy(), wce: bool, c in arb_caps()) {
+            let p = Policy { no_flush: true, direct: false, ..p };
+            prop_assert!(!plan(&r, &p, wce, &c).ops.iter().any(is_sync_op));
+        }
+
+        /// A flush is exactly one fdatasync.
+        #[test]
+        fn flush_is_fdatasync(p in arb_policy(), wce: bool, c in arb_caps()) {
+            let r = RequestShape { op: Op::Flush, offset: 0, len: 0, buf: BufShape::None };
+            let ops = plan(&r, &p, wce, &c).ops;
+            if p.no_flush { prop_assert!(ops.is_empty()); } else { prop_assert_eq!(ops, vec![HostOp::Fdatasync]); }
+        }
+
+        /// Under O_DIRECT every transfer is aligned, guest memory is used
+        /// directly only when aligned, and never as a write source when
+        /// stable writes resolve to bounce.
+        #[test]
+        fn direct_alignment_and_stable_writes(r in arb_req(), p in arb_policy(), wce: bool, c in arb_caps()) {
+            let plan = plan(&r, &p, wce, &c);
+            let oa = u64::from(c.dio_offset_align);
+            let guest = matches!(r.buf, BufShape::Guest { .. });
+            let aligned_buf = !matches!(r.buf, BufShape::Guest { aligned: false });
+            for op in &plan.ops {
+                match *op {
+                    HostOp::Read { offset, len, into } | HostOp::Write { offset, len, from: into, .. } => {
+                        if p.direct {
+                            prop_assert_eq!(offset % oa, 0);
+                            prop_assert_eq!(len % oa, 0);
+                            if into == BufRef::Request { prop_assert!(aligned_buf); }
+                        }
+                        if let BufRef::Bounce(at) = into {
+                            prop_assert!(at + len <= plan.bounce_len);
+                        }
+                        if let HostOp::Write { from: BufRef::Request, .. } = op {
+                            prop_assert!(!(p.direct && guest && stable_bounce(&p, &c)));
+                        }
+                    }
+                    HostOp::FillBounce { at, len } | HostOp::DrainBounce { at, len } | HostOp::ZeroBounce { at, len } => {
+                        prop_assert!(p.direct, "bounce without O_DIRECT");
+                        prop_assert!(at + len <= plan.bounce_len);
+                    }
+                    _ => {}
+                }
+            }
+            if !p.direct { prop_assert!(plan.lock.is_none()); }
+        }
+
+        /// Writes cover exactly the requested range: the written extent
+        /// contains it, and new data (or zeroes) is placed at the right offset.
+        #[test]
+        fn writes_cover_request(r in arb_req(), p in arb_policy(), wce: bool, c in arb_caps()) {
+            let plan = plan(&r, &p, wce, &c);
+            let oa = if p.direct { u64::from(c.dio_offset_align) } else { 1 };
+            let (lo, hi) = (r.offset - r.offset % oa, (r.offset + r.len).div_ceil(oa) * oa);
+            for op in &plan.ops {
+                if let HostOp::Read { offset, len, .. } | HostOp::Write { offset, len, .. }
+                    | HostOp::PunchHole { offset, len } | HostOp::ZeroRange { offset, len }
+                    | HostOp::BlkDiscard { offset, len } | HostOp::BlkZeroout { offset, len }
+                    | HostOp::WriteZeroBuf { offset, len, .. } = *op {
+                    prop_assert!(offset >= lo && offset + len <= hi, "{op:?} outside [{lo},{hi})");
+                }
+            }
+            if let Op::Write { .. } = r.op {
+                let written: u64 = plan.ops.iter().map(|o| match o { HostOp::Write { len, .. } => *len, _ => 0 }).sum();
+                prop_assert!(written >= r.len);
+                if let Some(HostOp::FillBounce { at, len }) = plan.ops.iter().find(|o| matches!(o, HostOp::FillBounce { .. })) {
+                    let a0 = plan.ops.iter().find_map(|o| match o { HostOp::Write { offset, .. } => Some(*offset), _ => None }).unwrap();
+                    prop_assert_eq!(a0 + at, r.offset);
+                    prop_assert_eq!(*len, r.len);
+                }
+            }
+            if r.op == Op::Read {
+                prop_assert!(!plan.ops.iter().any(|o| o.modifies()));
+            }
+        }
+
+        /// Discard is gated by policy; write-zeroes punches holes only when
+        /// unmapping is allowed, and always does something.
+        #[test]
+        fn discard_and_zeroes(r in arb_req(), p in arb_policy(), wce: bool, c in arb_caps()) {
+            let plan = plan(&r, &p, wce, &c);
+            match r.op {
+                Op::Discard => {
+                    if p.discard == DiscardMode::Ignore || !c.discard { prop_assert!(plan.ops.is_empty()); }
+                    else { prop_assert_eq!(plan.ops.len(), 1); }
+                }
+                Op::WriteZeroes { may_unmap } => {
+                    prop_assert!(plan.ops.iter().any(|o| o.modifies()));
+                    let punch = plan.ops.iter().any(|o| matches!(o, HostOp::PunchHole { .. }));
+                    prop_assert!(!punch || (may_unmap && p.discard == DiscardMode::Unmap));
+                }
+                _ => {}
+            }
+        }
+    }
+}
