@@ -478,7 +478,8 @@ impl Disk {
             );
             r
         }) {
-            FlushOutcome::Failed(e) => Err(IoError {
+            FlushOutcome::Failed(e) => Err(IoError::new(e)),
+            FlushOutcome::Latched(e) => Err(IoError {
                 errno: e,
                 latched: true,
             }),

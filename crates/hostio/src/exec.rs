@@ -401,7 +401,8 @@ fn run_plan(core: &DiskCore, req: &mut Request, plan: &Plan) -> Result<u64, IoEr
                     FlushOutcome::Elided => {
                         core.counters.flushes_elided.fetch_add(1, Relaxed);
                     }
-                    FlushOutcome::Failed(e) => return Err(latched(e)),
+                    FlushOutcome::Failed(e) => return Err(IoError::new(e)),
+                    FlushOutcome::Latched(e) => return Err(latched(e)),
                 }
                 // Recorded inside the closure when actually issued.
                 continue;

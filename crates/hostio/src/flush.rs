@@ -33,8 +33,10 @@ pub enum FlushOutcome {
     Shared,
     /// Nothing completed since the last successful `fdatasync`.
     Elided,
-    /// The `fdatasync` failed now or earlier (latched errno).
+    /// This flush's own `fdatasync` failed with this errno (now latched).
     Failed(i32),
+    /// An earlier `fdatasync` failed; this is its latched errno.
+    Latched(i32),
 }
 
 #[derive(Debug, Default)]
@@ -129,13 +131,13 @@ impl FlushCoordinator {
                 s = self.cv.wait(s).unwrap_or_else(|e| e.into_inner());
             }
             return match s.latched {
-                Some(e) => FlushOutcome::Failed(e),
+                Some(e) => FlushOutcome::Latched(e),
                 None => FlushOutcome::Shared,
             };
         }
         loop {
             if let Some(e) = s.latched {
-                return FlushOutcome::Failed(e);
+                return FlushOutcome::Latched(e);
             }
             if s.synced_gen >= submit_gen {
                 return if ran {
@@ -210,9 +212,9 @@ mod tests {
         let r = c.flush(|| Err(io::Error::from_raw_os_error(libc::ENOSPC)));
         assert_eq!(r, FlushOutcome::Failed(libc::ENOSPC));
         // Nothing new was written and the next sync would "succeed": still fails.
-        assert_eq!(c.flush(|| Ok(())), FlushOutcome::Failed(libc::ENOSPC));
+        assert_eq!(c.flush(|| Ok(())), FlushOutcome::Latched(libc::ENOSPC));
         c.write_completed();
-        assert_eq!(c.flush(|| Ok(())), FlushOutcome::Failed(libc::ENOSPC));
+        assert_eq!(c.flush(|| Ok(())), FlushOutcome::Latched(libc::ENOSPC));
         assert_eq!(c.latched(), Some(libc::ENOSPC));
     }
 

@@ -139,7 +139,9 @@ fn statfs_type(file: &File) -> Option<i64> {
         return None;
     }
     // SAFETY: fstatfs succeeded, so the struct is initialised.
-    Some(unsafe { s.assume_init() }.f_type as i64)
+    let s = unsafe { s.assume_init() };
+    #[allow(clippy::unnecessary_cast)] // f_type is not i64 on every libc target
+    Some(s.f_type as i64)
 }
 
 struct DioAlign {
