@@ -327,7 +327,11 @@ fn run_plan(core: &DiskCore, req: &mut Request, plan: &Plan) -> Result<u64, IoEr
                 match r {
                     Ok(n) => {
                         core.counters.bytes_written.fetch_add(n, Relaxed);
-                        core.flush.write_completed();
+                        // An RWF_DSYNC write is durable on return: it leaves
+                        // nothing for a later flush to cover.
+                        if !dsync {
+                            core.flush.write_completed();
+                        }
                     }
                     // The sync half of RWF_DSYNC may have consumed the file's
                     // writeback error for other pages: latch it.
@@ -459,7 +463,9 @@ fn run_plan(core: &DiskCore, req: &mut Request, plan: &Plan) -> Result<u64, IoEr
                 }
                 if res.is_ok() {
                     core.counters.bytes_written.fetch_add(len, Relaxed);
-                    core.flush.write_completed();
+                    if !dsync {
+                        core.flush.write_completed();
+                    }
                 }
                 res
             }

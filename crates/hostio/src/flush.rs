@@ -6,7 +6,8 @@
 //!    count as completed (the generation is bumped) when their syscall
 //!    returns, before the guest can see the completion, and before any
 //!    `fdatasync` issued on their own behalf (emulated FUA) — so that sync
-//!    can never be elided (QEMU's write-generation ordering trap).
+//!    can never be elided (QEMU's write-generation ordering trap). A write
+//!    issued with `RWF_DSYNC` is durable when it returns and does not count.
 //! 2. Concurrent flushes share one `fdatasync` only if that `fdatasync`
 //!    *started* after each of them was submitted (group commit). A sync
 //!    already running when a flush arrives does not count for it by itself:

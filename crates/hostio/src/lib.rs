@@ -41,6 +41,7 @@ pub mod buf;
 pub mod caps;
 pub mod counters;
 pub mod disk;
+pub mod doctable;
 pub mod driver;
 mod exec;
 pub mod file;

@@ -392,3 +392,18 @@ fn owned_buffers_round_trip() {
         other => panic!("{other:?}"),
     }
 }
+
+#[test]
+fn flush_after_only_dsync_writes_needs_no_fdatasync() {
+    let img = image(MIB);
+    let d = open(&img, CacheMode::Writethrough, ExecutorKind::Inline);
+    let m = mem();
+    run(&d, Request::write(0, guest(&m, 0, 4096), false, 1));
+    run(&d, Request::flush(2));
+    assert_eq!(d.counters().fdatasyncs, 0);
+    // A volatile write in between must be covered.
+    d.set_write_cache(true).unwrap();
+    run(&d, Request::write(0, guest(&m, 0, 4096), false, 3));
+    run(&d, Request::flush(4));
+    assert_eq!(d.counters().fdatasyncs, 1);
+}
