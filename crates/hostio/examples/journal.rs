@@ -9,6 +9,8 @@ use std::sync::Arc;
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 use vmstor_hostio::*;
 
+type Step<'a> = (&'a str, Box<dyn Fn() -> Result<(), String> + 'a>);
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let dir = tempfile::tempdir()?;
     let path = match std::env::args().nth(1) {
@@ -35,7 +37,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             "== cache={mode} (write cache {})",
             if disk.write_cache() { "on" } else { "off" }
         );
-        let steps: Vec<(&str, Box<dyn Fn() -> Result<(), String>>)> = vec![
+        let steps: Vec<Step> = vec![
             (
                 "write data 64 KiB @1 MiB",
                 Box::new(|| go(&disk, Request::write(1 << 20, buf(65536), false, 1))),
