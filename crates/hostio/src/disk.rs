@@ -120,6 +120,7 @@ pub(crate) struct DiskCore {
     pub counters: Counters,
     pub trace: Arc<Trace>,
     pub ranges: RangeLock,
+    pub sabotage: Sabotage,
     volatile: Mutex<u64>,
     volatile_cv: Condvar,
 }
@@ -225,6 +226,7 @@ impl Disk {
                 counters: Counters::default(),
                 trace,
                 ranges: RangeLock::default(),
+                sabotage: opts.sabotage,
                 volatile: Mutex::new(0),
                 volatile_cv: Condvar::new(),
             }),
@@ -308,7 +310,11 @@ impl Disk {
 
     fn plan(&self, req: &Request) -> Plan {
         let c = &self.core;
-        let mut p = plan::plan(&self.shape(req), &c.policy, self.write_cache(), &c.caps);
+        let wce = self.write_cache() || c.sabotage.wce_off_not_fua;
+        let mut p = plan::plan(&self.shape(req), &c.policy, wce, &c.caps);
+        if c.sabotage.skip_flush_when_direct && c.policy.direct && req.op == Op::Flush {
+            p.ops.clear();
+        }
         // With O_DIRECT and an offset alignment coarser than the logical
         // block, read-modify-write can happen: every modifying request then
         // locks its aligned extent so an RMW never writes back stale data

@@ -54,12 +54,17 @@ struct State {
 
 /// Known-bad behaviours that the crash/property suite must detect. Only for
 /// tests of the tests; every field defaults to off.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
 pub struct Sabotage {
     /// Let a flush share an `fdatasync` that started before it.
     pub share_running_sync: bool,
     /// Forget failures: no latch.
     pub no_latch: bool,
+    /// Under `O_DIRECT`, complete flushes without `fdatasync` ("O_DIRECT is
+    /// durable" fallacy).
+    pub skip_flush_when_direct: bool,
+    /// Ignore the guest write cache being off: writes stay volatile.
+    pub wce_off_not_fua: bool,
 }
 
 /// See the module docs.

@@ -40,6 +40,7 @@
 pub mod buf;
 pub mod caps;
 pub mod counters;
+pub mod crash;
 pub mod disk;
 pub mod doctable;
 pub mod driver;

@@ -1,0 +1,200 @@
+//! The crash model through the engine itself (no controller): correct code
+//! passes in every cache mode, and each known-bad behaviour is found with a
+//! small counterexample. Front ends run the same harness through their own
+//! drivers (crates/vmstor/tests/crash.rs).
+
+use std::sync::Arc;
+
+use vmstor_hostio::crash::*;
+use vmstor_hostio::*;
+
+fn factory() -> impl Fn(Arc<Disk>) -> Box<dyn GuestDriver> {
+    |d| Box::new(EngineDriver::new(d)) as Box<dyn GuestDriver>
+}
+
+fn cfg(mode: CacheMode) -> CaseConfig {
+    CaseConfig {
+        policy: Policy {
+            discard: DiscardMode::Unmap,
+            ..Policy::from_mode(mode)
+        },
+        size: 64 * 1024,
+        sabotage: Sabotage::default(),
+        fault: None,
+        random_crashes: 2,
+    }
+}
+
+fn cases() -> u64 {
+    std::env::var("VMSTOR_CRASH_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(150)
+}
+
+#[test]
+fn every_mode_keeps_its_promises() {
+    let f = factory();
+    for mode in CacheMode::ALL {
+        let c = cfg(mode);
+        let mut points = 0;
+        for seed in 0..cases() {
+            let ops = random_ops(seed, 24, 128);
+            match run_case(&f, &c, &ops) {
+                Ok(r) => points += r.crash_points,
+                Err(e) => panic!("{mode} seed {seed}: {e}\nops: {ops:?}"),
+            }
+        }
+        assert!(points > 0);
+        println!("{mode}: {} cases, {points} crash points", cases());
+    }
+}
+
+#[test]
+fn fault_injection_never_breaks_a_promise() {
+    let f = factory();
+    for mode in [
+        CacheMode::Writeback,
+        CacheMode::None,
+        CacheMode::Writethrough,
+    ] {
+        for seed in 0..cases() / 10 {
+            let ops = random_ops(1000 + seed, 16, 128);
+            // Count host ops in a clean run, then fail each one in turn.
+            let total = run_case(&f, &cfg(mode), &ops).unwrap().crash_points;
+            for n in 1..=total {
+                for kind in [
+                    FaultKind::Eio,
+                    FaultKind::Enospc,
+                    FaultKind::Eintr,
+                    FaultKind::Short,
+                ] {
+                    let c = CaseConfig {
+                        fault: Some((n, kind)),
+                        random_crashes: 0,
+                        ..cfg(mode)
+                    };
+                    if let Err(e) = run_case(&f, &c, &ops) {
+                        panic!("{mode} seed {seed} fault {kind:?}@{n}: {e}\nops: {ops:?}");
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Searches random sequences for a violation; returns the shrunk sequence.
+fn find(
+    c: &CaseConfig,
+    seeds: std::ops::Range<u64>,
+    fault_search: bool,
+) -> Option<(Vec<GuestOp>, String)> {
+    let f = factory();
+    let fails = |ops: &[GuestOp]| -> Option<String> {
+        if fault_search {
+            let total = run_case(
+                &f,
+                &CaseConfig {
+                    sabotage: Default::default(),
+                    ..c.clone()
+                },
+                ops,
+            )
+            .ok()?
+            .crash_points;
+            for n in 1..=total {
+                let cc = CaseConfig {
+                    fault: Some((n, FaultKind::Eio)),
+                    ..c.clone()
+                };
+                if let Err(e) = run_case(&f, &cc, ops) {
+                    return Some(format!("fault EIO@{n}: {e}"));
+                }
+            }
+            None
+        } else {
+            run_case(&f, c, ops).err().map(|e| e.to_string())
+        }
+    };
+    for seed in seeds {
+        let ops = random_ops(seed, 24, 128);
+        if fails(&ops).is_some() {
+            let min = shrink(ops, &mut |o| fails(o).is_some());
+            let why = fails(&min).unwrap();
+            return Some((min, why));
+        }
+    }
+    None
+}
+
+#[test]
+fn finds_flush_without_fdatasync_under_none() {
+    let c = CaseConfig {
+        sabotage: Sabotage {
+            skip_flush_when_direct: true,
+            ..Default::default()
+        },
+        ..cfg(CacheMode::None)
+    };
+    let (min, why) = find(&c, 0..200, false).expect("sabotage must be found");
+    println!("minimal counterexample: {min:?}: {why}");
+    assert_eq!(min.len(), 2, "{min:?}");
+    assert!(matches!(min[0], GuestOp::Write { .. }));
+    assert_eq!(min[1], GuestOp::Flush);
+}
+
+#[test]
+fn finds_wce_off_writes_without_fua() {
+    let c = CaseConfig {
+        sabotage: Sabotage {
+            wce_off_not_fua: true,
+            ..Default::default()
+        },
+        ..cfg(CacheMode::Writethrough)
+    };
+    let (min, why) = find(&c, 0..200, false).expect("sabotage must be found");
+    println!("minimal counterexample: {min:?}: {why}");
+    assert_eq!(min.len(), 1, "{min:?}");
+    assert!(matches!(min[0], GuestOp::Write { fua: false, .. }));
+}
+
+#[test]
+fn finds_missing_latch() {
+    let c = CaseConfig {
+        sabotage: Sabotage {
+            no_latch: true,
+            ..Default::default()
+        },
+        random_crashes: 0,
+        ..cfg(CacheMode::Writeback)
+    };
+    let (min, why) = find(&c, 0..100, true).expect("sabotage must be found");
+    println!("minimal counterexample: {min:?}: {why}");
+    assert!(min.len() <= 3, "{min:?}");
+    assert!(min.contains(&GuestOp::Flush) || min.contains(&GuestOp::WriteCache(false)));
+}
+
+#[test]
+fn oracle_rejects_bytes_nobody_wrote_and_lost_durable_writes() {
+    let orig = vec![1u8; 4 * SECTOR];
+    let mut o = Oracle::new(orig.clone());
+    let a = o.begin(0, vec![2u8; SECTOR], true);
+    o.complete(a, true, false);
+    let t_flush = o.now();
+    // Before the flush completes, old or new is fine.
+    assert!(o.check(o.now(), &orig, false).is_ok());
+    o.flushed(t_flush);
+    assert!(
+        o.check(o.now(), &orig, false).is_err(),
+        "lost flushed write"
+    );
+    let mut img = orig.clone();
+    img[..SECTOR].fill(2);
+    assert!(o.check(o.now(), &img, false).is_ok());
+    img[SECTOR] = 9;
+    let v = o.check(o.now(), &img, false).unwrap_err();
+    assert_eq!(v.sector, 1);
+    assert!(v.why.contains("nobody"));
+    // unsafe mode: only consistency.
+    assert!(o.check(o.now(), &orig, true).is_ok());
+}
