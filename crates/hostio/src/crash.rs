@@ -175,11 +175,56 @@ impl Sim {
     }
 }
 
+/// A one-shot gate holding the next `fdatasync` open: it captures the dirty
+/// set when it starts, waits until opened, then writes back only that set.
+#[derive(Debug, Default)]
+pub struct SyncGate {
+    state: Mutex<(bool, bool, bool)>, // (armed, entered, open)
+    cv: std::sync::Condvar,
+}
+
+impl SyncGate {
+    /// Arms the gate for the next `fdatasync`.
+    pub fn arm(&self) {
+        *self.state.lock().unwrap_or_else(|e| e.into_inner()) = (true, false, false);
+    }
+    /// Blocks until an armed sync is waiting at the gate.
+    pub fn wait_entered(&self) {
+        let mut g = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        while !g.1 {
+            g = self.cv.wait(g).unwrap_or_else(|e| e.into_inner());
+        }
+    }
+    /// Lets the held sync finish.
+    pub fn open(&self) {
+        self.state.lock().unwrap_or_else(|e| e.into_inner()).2 = true;
+        self.cv.notify_all();
+    }
+    fn take(&self) -> bool {
+        let mut g = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if g.0 {
+            g.0 = false;
+            g.1 = true;
+            self.cv.notify_all();
+            true
+        } else {
+            false
+        }
+    }
+    fn wait_open(&self) {
+        let mut g = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        while !g.2 {
+            g = self.cv.wait(g).unwrap_or_else(|e| e.into_inner());
+        }
+    }
+}
+
 /// The simulated host file. Clones share the same simulated host.
 #[derive(Clone)]
 pub struct SimFile {
     sim: Arc<Mutex<Sim>>,
     direct: bool,
+    gate: Arc<SyncGate>,
 }
 
 impl SimFile {
@@ -211,7 +256,13 @@ impl SimFile {
         SimFile {
             sim: Arc::new(Mutex::new(sim)),
             direct,
+            gate: Arc::default(),
         }
+    }
+
+    /// The sync gate (see [`SyncGate`]).
+    pub fn gate(&self) -> &SyncGate {
+        &self.gate
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Sim> {
@@ -409,6 +460,28 @@ impl HostFile for SimFile {
     }
 
     fn fdatasync(&self) -> io::Result<()> {
+        if self.gate.take() {
+            // Capture what is dirty now; only that is written back.
+            let captured: Vec<usize> = self
+                .lock()
+                .state
+                .sectors
+                .iter()
+                .map(|st| st.page.len())
+                .collect();
+            self.gate.wait_open();
+            let mut s = self.lock();
+            s.ops += 1;
+            for (i, n) in captured.into_iter().enumerate() {
+                let st = &mut s.state.sectors[i];
+                let n = n.min(st.page.len());
+                let moved: Vec<Val> = st.page.drain(..n).collect();
+                st.dev.extend(moved);
+            }
+            s.device_flush();
+            s.after();
+            return Ok(());
+        }
         let mut s = self.lock();
         let fault = s.fault_now();
         let r = match fault {

@@ -280,6 +280,12 @@ impl Disk {
         self.core.flush.latched()
     }
 
+    /// Flushes currently being coordinated (for deterministic tests).
+    #[doc(hidden)]
+    pub fn flushes_inside(&self) -> usize {
+        self.core.flush.flushes_inside()
+    }
+
     /// The eventfd signalled when completions are ready (thread pool only).
     pub fn notify_fd(&self) -> Option<RawFd> {
         self.exec.notify_fd()

@@ -256,8 +256,17 @@ fn full_transfer(
     mut f: impl FnMut(&[IoVec], u64) -> io::Result<usize>,
 ) -> Result<u64, i32> {
     let mut done = 0u64;
+    let mut interrupted = 0;
     while done < len {
-        let n = f(&iov, offset + done).map_err(|e| errno_of(&e))? as u64;
+        let n = match f(&iov, offset + done) {
+            Ok(n) => n as u64,
+            // Nothing was transferred; try again (boundedly).
+            Err(e) if e.raw_os_error() == Some(libc::EINTR) && interrupted < 16 => {
+                interrupted += 1;
+                continue;
+            }
+            Err(e) => return Err(errno_of(&e)),
+        };
         if n == 0 {
             return Err(eof_errno);
         }

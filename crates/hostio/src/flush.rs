@@ -50,6 +50,8 @@ struct State {
     rounds_done: u64,
     running: bool,
     latched: Option<i32>,
+    /// Flushes currently inside [`FlushCoordinator::flush`].
+    inside: usize,
 }
 
 /// Known-bad behaviours that the crash/property suite must detect. Only for
@@ -125,6 +127,19 @@ impl FlushCoordinator {
     /// it covers this flush only if no write completed between its start and
     /// this submission; otherwise a new sync starts.
     pub fn flush(&self, sync: impl FnOnce() -> io::Result<()>) -> FlushOutcome {
+        self.lock().inside += 1;
+        let r = self.flush_inner(sync);
+        self.lock().inside -= 1;
+        r
+    }
+
+    /// How many flushes are inside the coordinator right now (tests use it
+    /// to order concurrent flushes deterministically).
+    pub fn flushes_inside(&self) -> usize {
+        self.lock().inside
+    }
+
+    fn flush_inner(&self, sync: impl FnOnce() -> io::Result<()>) -> FlushOutcome {
         let mut s = self.lock();
         let submit_gen = s.write_gen;
         let mut sync = Some(sync);

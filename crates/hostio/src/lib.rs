@@ -45,6 +45,7 @@ pub mod disk;
 pub mod doctable;
 pub mod driver;
 mod exec;
+pub mod fault;
 pub mod file;
 pub mod flush;
 pub mod plan;

@@ -407,3 +407,78 @@ fn flush_after_only_dsync_writes_needs_no_fdatasync() {
     run(&d, Request::flush(4));
     assert_eq!(d.counters().fdatasyncs, 1);
 }
+
+/// Every fault on a real file: the failing request reports the errno, EINTR
+/// and short transfers are retried to completion, no later request reports
+/// success for data that was not written, and a failed fdatasync latches.
+#[test]
+fn fault_wrapper_on_real_files() {
+    use vmstor_hostio::crash::FaultKind;
+    use vmstor_hostio::fault::FaultFile;
+    for kind in [
+        FaultKind::Eio,
+        FaultKind::Enospc,
+        FaultKind::Eintr,
+        FaultKind::Short,
+    ] {
+        for at in 1..=4u64 {
+            let img = image(MIB);
+            let file = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(img.path())
+                .unwrap();
+            let caps = vmstor_hostio::probe::probe_path(img.path()).unwrap().caps;
+            let ff = Arc::new(FaultFile::new(Arc::new(RealFile::new(file)), at, kind));
+            let policy = Policy {
+                errors: ErrorPolicy {
+                    read: ErrorAction::Report,
+                    write: ErrorAction::Report,
+                },
+                ..Policy::from_mode(CacheMode::Writeback)
+            };
+            let d = Disk::from_host_file(
+                ff.clone(),
+                caps,
+                policy,
+                DiskOptions {
+                    trace: true,
+                    ..Default::default()
+                },
+            )
+            .unwrap();
+            let m = mem();
+            m.write_slice(&[3u8; 8192], GuestAddress(0)).unwrap();
+            // op 1: write, op 2: fdatasync, op 3: write, op 4: read
+            let w1 = run(&d, Request::write(0, guest(&m, 0, 8192), false, 1)).result;
+            let f1 = run(&d, Request::flush(2)).result;
+            let w2 = run(&d, Request::write(8192, guest(&m, 0, 8192), false, 3)).result;
+            let r = run(&d, Request::read(0, guest(&m, 65536, 16384), 4)).result;
+            let transient = matches!(kind, FaultKind::Eintr | FaultKind::Short);
+            let expect_fail = |n: u64| !transient && at == n;
+            assert_eq!(w1.is_err(), expect_fail(1), "{kind:?}@{at} w1 {w1:?}");
+            assert_eq!(w2.is_err(), expect_fail(3), "{kind:?}@{at} w2 {w2:?}");
+            // fdatasync is never retried: an interrupted (or, in this
+            // wrapper, "short") sync is a failed one.
+            assert_eq!(f1.is_err(), at == 2, "{kind:?}@{at} f1 {f1:?}");
+            if f1.is_err() {
+                // Latched: the next flush fails too, with the same errno.
+                let f2 = run(&d, Request::flush(5)).result.unwrap_err();
+                assert_eq!(f2.errno, f1.unwrap_err().errno);
+                assert!(f2.latched);
+            }
+            if r.is_ok() {
+                let mut b = vec![0u8; 16384];
+                m.read_slice(&mut b, GuestAddress(65536)).unwrap();
+                if w1.is_ok() {
+                    assert!(b[..8192].iter().all(|&x| x == 3), "{kind:?}@{at}");
+                }
+                if w2.is_ok() {
+                    assert!(b[8192..].iter().all(|&x| x == 3), "{kind:?}@{at}");
+                }
+            } else {
+                assert!(expect_fail(4), "{kind:?}@{at} read {r:?}");
+            }
+        }
+    }
+}
