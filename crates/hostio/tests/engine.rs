@@ -461,10 +461,10 @@ fn fault_wrapper_on_real_files() {
             // fdatasync is never retried: an interrupted (or, in this
             // wrapper, "short") sync is a failed one.
             assert_eq!(f1.is_err(), at == 2, "{kind:?}@{at} f1 {f1:?}");
-            if f1.is_err() {
+            if let Err(e1) = f1 {
                 // Latched: the next flush fails too, with the same errno.
                 let f2 = run(&d, Request::flush(5)).result.unwrap_err();
-                assert_eq!(f2.errno, f1.unwrap_err().errno);
+                assert_eq!(f2.errno, e1.errno);
                 assert!(f2.latched);
             }
             if r.is_ok() {
