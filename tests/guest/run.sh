@@ -11,9 +11,11 @@
 #   --tests a,b,c           guest tests for the main boot (default: all the backend has)
 #   --no-crash              skip the crash-of-the-VMM boot
 #   --crash-only            only the crash-of-the-VMM boot
-#   --shell                 boot with every device and give an interactive guest shell
+#   --shell                 boot with every device, run only the --tests given (none by
+#                           default) and give an interactive guest shell on the console
 #   --keep                  keep the run directory (images, logs) even when everything passed
-# Environment: QEMU_TIMEOUT (s, per QEMU run, default 240), GUEST_SMP (default 2),
+# Environment: QEMU_TIMEOUT (s, per QEMU run, default 240), SHELL_TIMEOUT (--shell, default
+#   3600), GUEST_SMP (default 2),
 #   GUEST_APPEND (extra kernel arguments), RUN_DIR (default tests/guest/work/runs/<time>).
 # Prints "N passed, M failed" (tests, counting the crash check as one) and exits non-zero on
 # any failure, after printing the guest console and backend logs.
@@ -64,6 +66,8 @@ ensure_host_tools() {
   fi
   command -v qemu-system-x86_64 >/dev/null || die "qemu-system-x86_64 missing after install"
 }
+# docs/guests.md lists the checks; refuse to run with a stale list (cheap, catches drift in CI)
+bash "$HERE/list-checks.sh" --check "$ROOT/docs/guests.md" >/dev/null
 ensure_host_tools
 bash "$HERE/build-guest.sh"
 KERNEL=$WORK/out/vmlinux
@@ -267,7 +271,7 @@ boot() {
   fi
   if [ "$SHELL_MODE" = 1 ]; then
     log "interactive guest shell; exit the shell to power off (Ctrl-A x quits QEMU)"
-    "${PRE_QEMU[@]}" "${q[@]}" -serial mon:stdio || true
+    timeout --foreground "${SHELL_TIMEOUT:-3600}" "${PRE_QEMU[@]}" "${q[@]}" -serial mon:stdio || true
     return 0
   fi
   q+=(-serial stdio)
@@ -319,6 +323,7 @@ boot_crash() {
 # ------------------------------------------------------------------ the runs
 declare -A AVAILABLE=([qemu]="ide vblk vscsi vublk" [vmstor]="ide vblk vscsi")
 [ -n "${AVAILABLE[$BACKEND]:-}" ] || die "unknown backend $BACKEND"
+USER_TESTS=$TESTS
 [ -n "$TESTS" ] || TESTS=$(echo ${AVAILABLE[$BACKEND]} | tr ' ' ,)
 PASSED=0
 FAILED=0
@@ -335,8 +340,8 @@ if [ "$DO_MAIN" = 1 ]; then
     "${t}_${BACKEND}" "$RUN_DIR/$t.img"
   done
   [ "$BACKEND" = vmstor ] && start_vmstor_serve
+  if [ "$SHELL_MODE" = 1 ]; then boot main "${USER_TESTS:-none}"; exit 0; fi
   boot main "$TESTS"
-  [ "$SHELL_MODE" = 1 ] && exit 0
   stop_backends || log "a backend exited non-zero"
   for t in $(echo "$TESTS" | tr , ' '); do
     if [ "${RESULTS[$t]:-x}" = 0 ]; then PASSED=$((PASSED + 1)); else FAILED=$((FAILED + 1)); FAILED_NAMES+=("$t(rc=${RESULTS[$t]:-none})"); fi
