@@ -1,1 +1,159 @@
-fn main() {}
+//! `vmstor`: the demo, the host checker, the command tracer and the crash
+//! checker for vmstor's emulated storage controllers.
+//!
+//! Exit status: 0 success, 1 failure (a check failed, an I/O error, a script
+//! line a controller cannot express), 2 usage error.
+
+mod controllers;
+mod run;
+mod script;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use vmstor_hostio::{CacheMode, StableWrites};
+
+use controllers::Controller;
+
+#[derive(Parser)]
+#[command(
+    name = "vmstor",
+    version,
+    about = "Emulated IDE, SCSI and virtio-blk disks that tell the guest the truth about caching",
+    long_about = "vmstor runs guest workloads through its emulated storage controllers and shows \
+                  what each guest command becomes on the host.\n\nStart with `vmstor demo`."
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run a journaling workload through every controller in every cache mode
+    /// and print what it became on the host, with a crash-model verdict.
+    Demo {
+        /// Use this image file (it is overwritten) instead of a temporary one.
+        #[arg(long)]
+        image: Option<PathBuf>,
+        /// Only these controllers (ide, scsi, virtio-blk, engine); repeatable.
+        #[arg(long = "controller", value_parser = parse_controller)]
+        controllers: Vec<Controller>,
+        /// Only these cache modes (writeback, none, writethrough, directsync, unsafe); repeatable.
+        #[arg(long = "cache", value_parser = parse_cache)]
+        caches: Vec<CacheMode>,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Report what the host under an image file or block device can do, and
+    /// which cache mode and stable-writes setting to use there.
+    Probe {
+        /// Image file or block device.
+        path: PathBuf,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run a script of guest-level lines through one controller and print, per
+    /// line, the controller commands sent, the guest-visible status and the
+    /// host operations they became.
+    #[command(
+        after_help = "Script lines (# starts a comment):\n  write LBA COUNT [fua]\n  read LBA COUNT\n  flush\n  wce on|off\n  discard LBA COUNT\n  zero LBA COUNT [unmap]\n  reset"
+    )]
+    Trace {
+        /// Controller: ide, scsi, virtio-blk or engine.
+        #[arg(long, value_parser = parse_controller)]
+        controller: Controller,
+        /// Cache mode: writeback, none, writethrough, directsync or unsafe.
+        #[arg(long, value_parser = parse_cache)]
+        cache: CacheMode,
+        /// Stable-writes handling for O_DIRECT writes: auto, bounce or trust.
+        #[arg(long, default_value = "auto", value_parser = parse_stable)]
+        stable_writes: StableWrites,
+        /// Use this image (it is written to) instead of a temporary one.
+        #[arg(long)]
+        image: Option<PathBuf>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+        /// Script file, or - for standard input (the default).
+        #[arg(default_value = "-")]
+        script: String,
+    },
+    /// Run the crash-model property check: random guest command sequences,
+    /// a crash at every host-op boundary, every image checked against what
+    /// the guest was promised.
+    Crashcheck {
+        /// Only these controllers; repeatable.
+        #[arg(long = "controller", value_parser = parse_controller)]
+        controllers: Vec<Controller>,
+        /// Only these cache modes; repeatable.
+        #[arg(long = "cache", value_parser = parse_cache)]
+        caches: Vec<CacheMode>,
+        /// Sequences per controller and cache mode.
+        #[arg(long, default_value_t = 100)]
+        cases: u64,
+        /// First random seed.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Guest operations per sequence.
+        #[arg(long, default_value_t = 24)]
+        len: usize,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn parse_controller(s: &str) -> Result<Controller, String> {
+    s.parse()
+}
+
+fn parse_cache(s: &str) -> Result<CacheMode, String> {
+    s.parse()
+        .map_err(|e: vmstor_hostio::PolicyParseError| e.to_string())
+}
+
+fn parse_stable(s: &str) -> Result<StableWrites, String> {
+    s.parse()
+        .map_err(|e: vmstor_hostio::PolicyParseError| e.to_string())
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let r = match cli.cmd {
+        Cmd::Demo {
+            image,
+            controllers,
+            caches,
+            json,
+        } => run::demo(image, controllers, caches, json),
+        Cmd::Probe { path, json } => run::probe(&path, json),
+        Cmd::Trace {
+            controller,
+            cache,
+            stable_writes,
+            image,
+            json,
+            script,
+        } => run::trace(controller, cache, stable_writes, image, json, &script),
+        Cmd::Crashcheck {
+            controllers,
+            caches,
+            cases,
+            seed,
+            len,
+            json,
+        } => run::crashcheck(controllers, caches, cases, seed, len, json),
+    };
+    match r {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::from(1),
+        Err(e) => {
+            eprintln!("vmstor: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
