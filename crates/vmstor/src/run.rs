@@ -329,14 +329,8 @@ pub fn demo(
         println!("Workload: data writes, flush, FUA commit record, write cache off, writes, write cache on, flush, FUA commit.");
         println!();
         println!(
-            "{:<11} {:<12} {:>5}  {:<62} {:>10} {:>8}  {}",
-            "controller",
-            "cache",
-            "cmds",
-            "host ops (from the trace)",
-            "fdatasync/",
-            "bounced",
-            "crash model"
+            "{:<11} {:<12} {:>5}  {:<62} {:>10} {:>8}  crash model",
+            "controller", "cache", "cmds", "host ops (from the trace)", "fdatasync/", "bounced"
         );
         println!(
             "{:<11} {:<12} {:>5}  {:<62} {:>10} {:>8}",
