@@ -102,8 +102,7 @@ impl BlkOptions {
         if !(1..=64).contains(&self.num_queues) {
             return Err(invalid("num_queues", self.num_queues, "must be 1..=64"));
         }
-        if !(2..=MAX_QUEUE_SIZE).contains(&self.queue_size) || !self.queue_size.is_power_of_two()
-        {
+        if !(2..=MAX_QUEUE_SIZE).contains(&self.queue_size) || !self.queue_size.is_power_of_two() {
             return Err(invalid(
                 "queue_size",
                 self.queue_size,
@@ -280,8 +279,18 @@ pub fn config_fields() -> Vec<ConfigField> {
     }
     vec![
         row!(capacity, None, false, "image size / 512"),
-        row!(size_max, Some("SIZE_MAX"), false, "option `size_max` (default 1 MiB)"),
-        row!(seg_max, Some("SEG_MAX"), false, "option `seg_max` (default 254)"),
+        row!(
+            size_max,
+            Some("SIZE_MAX"),
+            false,
+            "option `size_max` (default 1 MiB)"
+        ),
+        row!(
+            seg_max,
+            Some("SEG_MAX"),
+            false,
+            "option `seg_max` (default 254)"
+        ),
         row!(blk_size, Some("BLK_SIZE"), false, "host logical block size"),
         row!(
             physical_block_exp,
@@ -315,7 +324,12 @@ pub fn config_fields() -> Vec<ConfigField> {
             false,
             "option (default 2^22 sectors)"
         ),
-        row!(max_discard_seg, Some("DISCARD"), false, "option (default 32)"),
+        row!(
+            max_discard_seg,
+            Some("DISCARD"),
+            false,
+            "option (default 32)"
+        ),
         row!(
             discard_sector_alignment,
             Some("DISCARD"),
@@ -355,7 +369,11 @@ mod tests {
             queue_size: 100,
             ..Default::default()
         };
-        assert!(o.validate(512).unwrap_err().to_string().contains("queue_size"));
+        assert!(o
+            .validate(512)
+            .unwrap_err()
+            .to_string()
+            .contains("queue_size"));
         let o = BlkOptions {
             serial: vec![b'x'; 21],
             ..Default::default()

@@ -82,14 +82,16 @@ pub const REQUEST_TYPES: &[RequestType] = &[
         name: "VIRTIO_BLK_T_OUT",
         kind: RequestKind::Out,
         feature: None,
-        maps_to: "one `Op::Write { fua: false }`; with the write cache off hostio makes it durable (FUA)",
+        maps_to:
+            "one `Op::Write { fua: false }`; with the write cache off hostio makes it durable (FUA)",
     },
     RequestType {
         ty: blk::VIRTIO_BLK_T_FLUSH,
         name: "VIRTIO_BLK_T_FLUSH",
         kind: RequestKind::Flush,
         feature: None,
-        maps_to: "`Op::Flush` (also honoured when FLUSH was not negotiated: flushing is always safe)",
+        maps_to:
+            "`Op::Flush` (also honoured when FLUSH was not negotiated: flushing is always safe)",
     },
     RequestType {
         ty: blk::VIRTIO_BLK_T_GET_ID,
@@ -206,14 +208,18 @@ impl Reject {
     /// A short description (docs and logs).
     pub fn describe(self) -> &'static str {
         match self {
-            Reject::UnknownType => "unknown request type (SCSI_CMD, GET_LIFETIME, SECURE_ERASE, zoned, ...)",
+            Reject::UnknownType => {
+                "unknown request type (SCSI_CMD, GET_LIFETIME, SECURE_ERASE, zoned, ...)"
+            }
             Reject::NotNegotiated => "DISCARD / WRITE_ZEROES without the feature negotiated",
             Reject::ShortHeader => "fewer than 16 device-readable header bytes",
             Reject::WrongDirection => {
                 "readable after writable descriptors, or data in the wrong direction for the type"
             }
             Reject::UnexpectedData => "FLUSH carrying data",
-            Reject::EmptyData => "no data for IN/OUT/GET_ID/DISCARD/WRITE_ZEROES, or a 0-sector segment",
+            Reject::EmptyData => {
+                "no data for IN/OUT/GET_ID/DISCARD/WRITE_ZEROES, or a 0-sector segment"
+            }
             Reject::PartialSector => "data not a multiple of 512 bytes (16 for segment lists)",
             Reject::Misaligned => "range not aligned to the logical block size",
             Reject::Overflow => "sector arithmetic overflows",
@@ -221,7 +227,9 @@ impl Reject {
             Reject::TooManySegments => "more data segments than `seg_max`",
             Reject::SegmentTooLarge => "a data segment larger than `size_max`",
             Reject::ReadOnly => "OUT on a read-only disk",
-            Reject::TooManyRanges => "more segments than `max_discard_seg` / `max_write_zeroes_seg`",
+            Reject::TooManyRanges => {
+                "more segments than `max_discard_seg` / `max_write_zeroes_seg`"
+            }
             Reject::RangeTooLarge => {
                 "a segment larger than `max_discard_sectors` / `max_write_zeroes_sectors`"
             }
@@ -620,7 +628,10 @@ mod tests {
     fn split_handles_boundaries_and_overflow() {
         let segs = vec![(GuestAddress(0x1000), 10), (GuestAddress(0x2000), 20)];
         let (h, t) = split_at(&segs, 16).unwrap();
-        assert_eq!(h, vec![(GuestAddress(0x1000), 10), (GuestAddress(0x2000), 6)]);
+        assert_eq!(
+            h,
+            vec![(GuestAddress(0x1000), 10), (GuestAddress(0x2000), 6)]
+        );
         assert_eq!(t, vec![(GuestAddress(0x2006), 14)]);
         let (h, t) = split_at(&segs, 10).unwrap();
         assert_eq!(h.len(), 1);

@@ -369,7 +369,8 @@ impl TestGuest {
             GuestMemoryMmap::from_ranges(&[(GuestAddress(0), opts.mem_size.max(2 << 20))])
                 .map_err(|e| format!("guest memory: {e}"))?,
         );
-        let dev = VirtioBlk::new(disk, mem.clone(), opts.device.clone()).map_err(|e| e.to_string())?;
+        let dev =
+            VirtioBlk::new(disk, mem.clone(), opts.device.clone()).map_err(|e| e.to_string())?;
         let mut g = TestGuest {
             dev,
             mem,
@@ -438,7 +439,9 @@ impl TestGuest {
                     },
                 )
                 .map_err(|e| e.to_string())?;
-            self.dev.set_queue_ready(q, true).map_err(|e| e.to_string())?;
+            self.dev
+                .set_queue_ready(q, true)
+                .map_err(|e| e.to_string())?;
             self.queues.push(gq);
         }
         let s = self.dev.status() | st::DRIVER_OK;
@@ -677,7 +680,10 @@ impl TestGuest {
         let used_len = gq.done.remove(&head)?;
         let p = gq.pending.remove(&head)?;
         gq.free.extend(p.descs.iter().rev());
-        let status: u8 = self.mem.read_obj(GuestAddress(p.status_addr)).unwrap_or(0xff);
+        let status: u8 = self
+            .mem
+            .read_obj(GuestAddress(p.status_addr))
+            .unwrap_or(0xff);
         let mut data = vec![0u8; p.in_len];
         let _ = self.mem.read_slice(&mut data, GuestAddress(p.in_addr));
         self.maybe_recycle_heap();
@@ -742,7 +748,10 @@ impl TestGuest {
         let (max_sectors, max_seg) = if discard {
             (c.max_discard_sectors.get(), c.max_discard_seg.get())
         } else {
-            (c.max_write_zeroes_sectors.get(), c.max_write_zeroes_seg.get())
+            (
+                c.max_write_zeroes_sectors.get(),
+                c.max_write_zeroes_seg.get(),
+            )
         };
         let spb = self.sectors_per_block();
         let mut segs = Vec::new();
@@ -832,7 +841,10 @@ impl GuestDriver for TestGuest {
         } else {
             GuestStatus::Ok
         };
-        Ok(Issued::one(format!("config writeback={}", u8::from(on)), status))
+        Ok(Issued::one(
+            format!("config writeback={}", u8::from(on)),
+            status,
+        ))
     }
 
     fn write_cache(&mut self) -> Result<bool, CannotExpress> {

@@ -11,7 +11,9 @@ use virtio_bindings::virtio_ring::{VRING_DESC_F_INDIRECT, VRING_DESC_F_NEXT, VRI
 use vm_memory::{Bytes, GuestAddress};
 use vmstor_hostio::{CacheMode, Disk, DiskOptions, ExecutorKind, GuestDriver};
 use vmstor_virtio_blk::spec::BlkStatus;
-use vmstor_virtio_blk::testing::{test_caps, BlkReq, MemFile, RawDesc, TestGuest, TestGuestOptions};
+use vmstor_virtio_blk::testing::{
+    test_caps, BlkReq, MemFile, RawDesc, TestGuest, TestGuestOptions,
+};
 use vmstor_virtio_blk::{BlkOptions, ChainError, DeviceError, Features, InterruptKind, Reject};
 
 const NEXT: u16 = VRING_DESC_F_NEXT as u16;
@@ -84,7 +86,11 @@ fn assert_rejected(
     let o = run(g, parts, status_addr);
     assert_eq!(o.used, Some(1), "{reason:?}: used len is the status byte");
     assert_eq!(o.status, reason.status() as u8, "{reason:?}");
-    assert_eq!(g.device().worker().rejects(reason), before + 1, "{reason:?}");
+    assert_eq!(
+        g.device().worker().rejects(reason),
+        before + 1,
+        "{reason:?}"
+    );
     assert_eq!(ops(disk), [], "{reason:?}: no host I/O");
     assert!(!g.device().needs_reset());
 }
@@ -133,7 +139,12 @@ fn wrong_directions_get_ioerr() {
     let parts = [(h, 16, false), (d, 512, true), (s, 1, true)];
     assert_rejected(&mut g, &disk, &parts, s, Reject::WrongDirection);
     // A readable descriptor after a writable one.
-    let parts = [(h, 16, false), (d, 512, true), (d, 512, false), (s, 1, true)];
+    let parts = [
+        (h, 16, false),
+        (d, 512, true),
+        (d, 512, false),
+        (s, 1, true),
+    ];
     assert_rejected(&mut g, &disk, &parts, s, Reject::WrongDirection);
     // GET_ID with readable data.
     let h = header(&mut g, blk::VIRTIO_BLK_T_GET_ID, 0);
@@ -182,12 +193,28 @@ fn zero_length_and_partial_data_get_ioerr() {
     let (mut g, disk, _) = guest(CacheMode::Writeback);
     let s = status(&mut g);
     let d = buf(&mut g, &[7; 4096]);
-    for ty in [blk::VIRTIO_BLK_T_IN, blk::VIRTIO_BLK_T_OUT, blk::VIRTIO_BLK_T_GET_ID] {
+    for ty in [
+        blk::VIRTIO_BLK_T_IN,
+        blk::VIRTIO_BLK_T_OUT,
+        blk::VIRTIO_BLK_T_GET_ID,
+    ] {
         let h = header(&mut g, ty, 0);
-        assert_rejected(&mut g, &disk, &[(h, 16, false), (s, 1, true)], s, Reject::EmptyData);
+        assert_rejected(
+            &mut g,
+            &disk,
+            &[(h, 16, false), (s, 1, true)],
+            s,
+            Reject::EmptyData,
+        );
     }
     let h = header(&mut g, blk::VIRTIO_BLK_T_DISCARD, 0);
-    assert_rejected(&mut g, &disk, &[(h, 16, false), (s, 1, true)], s, Reject::EmptyData);
+    assert_rejected(
+        &mut g,
+        &disk,
+        &[(h, 16, false), (s, 1, true)],
+        s,
+        Reject::EmptyData,
+    );
     let h = header(&mut g, blk::VIRTIO_BLK_T_OUT, 0);
     let parts = [(h, 16, false), (d, 100, false), (s, 1, true)];
     assert_rejected(&mut g, &disk, &parts, s, Reject::PartialSector);
@@ -272,7 +299,11 @@ fn misaligned_to_a_4k_logical_block_gets_ioerr() {
     assert_eq!(g.config().physical_block_exp, 0);
     for (sector, len) in [(1, 4096), (8, 512), (4, 4096)] {
         let r = g.run(0, &BlkReq::write(sector, &pattern(len, 1)));
-        assert_eq!(r.status, Some(BlkStatus::IoErr), "sector {sector} len {len}");
+        assert_eq!(
+            r.status,
+            Some(BlkStatus::IoErr),
+            "sector {sector} len {len}"
+        );
     }
     assert_eq!(g.device().worker().rejects(Reject::Misaligned), 3);
     let r = g.run(0, &BlkReq::ranges(true, &[(4, 8, 0)]));
@@ -316,7 +347,10 @@ fn too_many_or_too_large_segments() {
     let parts = [(h, 16, false), (d, 8192, true), (s, 1, true)];
     assert_rejected(&mut g, &disk, &parts, s, Reject::SegmentTooLarge);
     // Discard: 3 segments > 2 → UNSUPP; 24 sectors > 16 → IOERR.
-    let r = g.run(0, &BlkReq::ranges(true, &[(0, 8, 0), (8, 8, 0), (16, 8, 0)]));
+    let r = g.run(
+        0,
+        &BlkReq::ranges(true, &[(0, 8, 0), (8, 8, 0), (16, 8, 0)]),
+    );
     assert_eq!(r.status, Some(BlkStatus::Unsupp));
     let r = g.run(0, &BlkReq::ranges(true, &[(0, 24, 0)]));
     assert_eq!(r.status, Some(BlkStatus::IoErr));
@@ -343,15 +377,43 @@ fn descriptor_loops_and_bad_indirect_tables_need_reset() {
     g.submit_raw(
         0,
         &[
-            (200, RawDesc { addr: h, len: 16, flags: NEXT, next: 201 }),
-            (201, RawDesc { addr: s, len: 1, flags: NEXT | WRITE, next: 200 }),
+            (
+                200,
+                RawDesc {
+                    addr: h,
+                    len: 16,
+                    flags: NEXT,
+                    next: 201,
+                },
+            ),
+            (
+                201,
+                RawDesc {
+                    addr: s,
+                    len: 1,
+                    flags: NEXT | WRITE,
+                    next: 200,
+                },
+            ),
         ],
         200,
     );
     assert_needs_reset(&mut g, &disk, 200, Some(ChainError::Broken));
     // next index beyond the table.
     let h = header(&mut g, blk::VIRTIO_BLK_T_FLUSH, 0);
-    g.submit_raw(0, &[(200, RawDesc { addr: h, len: 16, flags: NEXT, next: 9999 })], 200);
+    g.submit_raw(
+        0,
+        &[(
+            200,
+            RawDesc {
+                addr: h,
+                len: 16,
+                flags: NEXT,
+                next: 9999,
+            },
+        )],
+        200,
+    );
     assert_needs_reset(&mut g, &disk, 200, Some(ChainError::Broken));
     // Nested indirect table.
     let h = header(&mut g, blk::VIRTIO_BLK_T_FLUSH, 0);
@@ -368,26 +430,98 @@ fn descriptor_loops_and_bad_indirect_tables_need_reset() {
     };
     let ind = VRING_DESC_F_INDIRECT as u16;
     g.mem()
-        .write_slice(&raw(RawDesc { addr: h, len: 16, flags: NEXT, next: 1 }), GuestAddress(inner))
+        .write_slice(
+            &raw(RawDesc {
+                addr: h,
+                len: 16,
+                flags: NEXT,
+                next: 1,
+            }),
+            GuestAddress(inner),
+        )
         .unwrap();
     g.mem()
-        .write_slice(&raw(RawDesc { addr: s, len: 1, flags: WRITE, next: 0 }), GuestAddress(inner + 16))
+        .write_slice(
+            &raw(RawDesc {
+                addr: s,
+                len: 1,
+                flags: WRITE,
+                next: 0,
+            }),
+            GuestAddress(inner + 16),
+        )
         .unwrap();
     g.mem()
-        .write_slice(&raw(RawDesc { addr: inner, len: 32, flags: ind, next: 0 }), GuestAddress(outer))
+        .write_slice(
+            &raw(RawDesc {
+                addr: inner,
+                len: 32,
+                flags: ind,
+                next: 0,
+            }),
+            GuestAddress(outer),
+        )
         .unwrap();
-    g.submit_raw(0, &[(200, RawDesc { addr: outer, len: 16, flags: ind, next: 0 })], 200);
+    g.submit_raw(
+        0,
+        &[(
+            200,
+            RawDesc {
+                addr: outer,
+                len: 16,
+                flags: ind,
+                next: 0,
+            },
+        )],
+        200,
+    );
     assert_needs_reset(&mut g, &disk, 200, None);
     // The same table one level deep is fine.
-    g.submit_raw(0, &[(200, RawDesc { addr: inner, len: 32, flags: ind, next: 0 })], 200);
+    g.submit_raw(
+        0,
+        &[(
+            200,
+            RawDesc {
+                addr: inner,
+                len: 32,
+                flags: ind,
+                next: 0,
+            },
+        )],
+        200,
+    );
     g.kick(0);
     assert!(g.poll_used(0).iter().any(|u| u.head == 200));
     assert!(!g.device().needs_reset());
     // An indirect table whose length is not a multiple of 16.
-    g.submit_raw(0, &[(200, RawDesc { addr: inner, len: 24, flags: ind, next: 0 })], 200);
+    g.submit_raw(
+        0,
+        &[(
+            200,
+            RawDesc {
+                addr: inner,
+                len: 24,
+                flags: ind,
+                next: 0,
+            },
+        )],
+        200,
+    );
     assert_needs_reset(&mut g, &disk, 200, Some(ChainError::Empty));
     // An indirect table outside guest memory.
-    g.submit_raw(0, &[(200, RawDesc { addr: 1 << 40, len: 32, flags: ind, next: 0 })], 200);
+    g.submit_raw(
+        0,
+        &[(
+            200,
+            RawDesc {
+                addr: 1 << 40,
+                len: 32,
+                flags: ind,
+                next: 0,
+            },
+        )],
+        200,
+    );
     assert_needs_reset(&mut g, &disk, 200, Some(ChainError::Empty));
 }
 
@@ -408,7 +542,10 @@ fn bad_head_index_and_avail_index_need_reset() {
     g.take_interrupts();
     g.kick(0);
     assert!(g.device().needs_reset());
-    assert!(matches!(g.device().error(), Some(DeviceError::Ring { queue: 0, .. })));
+    assert!(matches!(
+        g.device().error(),
+        Some(DeviceError::Ring { queue: 0, .. })
+    ));
     assert_eq!(g.take_interrupts(), [InterruptKind::Config]);
     assert_eq!(ops(&disk), []);
 }
@@ -499,7 +636,11 @@ fn read_only_disk() {
 #[test]
 fn get_id_lengths() {
     for (serial, len, want) in [
-        (&b"0123456789abcdefghij"[..], 20, &b"0123456789abcdefghij"[..]),
+        (
+            &b"0123456789abcdefghij"[..],
+            20,
+            &b"0123456789abcdefghij"[..],
+        ),
         (b"short", 20, b"short\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0"),
         (b"0123456789abcdefghij", 8, b"01234567"),
         (b"0123456789abcdefghij", 64, b"0123456789abcdefghij"),
@@ -532,9 +673,8 @@ fn unoffered_features_refuse_features_ok() {
         policy(CacheMode::Writeback),
         ExecutorKind::Inline,
     );
-    let mem = Arc::new(
-        vm_memory::GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 1 << 20)]).unwrap(),
-    );
+    let mem =
+        Arc::new(vm_memory::GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 1 << 20)]).unwrap());
     let mut dev = vmstor_virtio_blk::VirtioBlk::new(disk, mem, BlkOptions::default()).unwrap();
     dev.set_status(3);
     dev.set_driver_features(dev.device_features() | (1 << 17)); // ZONED

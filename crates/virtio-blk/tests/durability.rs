@@ -33,7 +33,10 @@ fn every_request_in_every_preset_with_wce_on_and_off() {
             };
             let (mut g, disk, file) = guest_with(policy(mode), opts);
             let issued = g.set_write_cache(wce).unwrap();
-            assert_eq!(issued.commands, [format!("config writeback={}", u8::from(wce))]);
+            assert_eq!(
+                issued.commands,
+                [format!("config writeback={}", u8::from(wce))]
+            );
             assert!(issued.status.is_ok(), "{ctx}");
             assert_eq!(g.write_cache().unwrap(), wce, "{ctx}");
             assert_eq!(disk.write_cache(), wce, "{ctx}");
@@ -188,7 +191,10 @@ fn driver_without_flush_gets_write_through() {
         assert!(!g.negotiated().contains(Features::FLUSH));
         assert!(!disk.write_cache());
         assert_eq!(g.config().writeback, 0);
-        assert!(!g.write_cache().unwrap(), "neither FLUSH nor CONFIG_WCE: writethrough");
+        assert!(
+            !g.write_cache().unwrap(),
+            "neither FLUSH nor CONFIG_WCE: writethrough"
+        );
         assert!(g.flush().is_err(), "the driver cannot express FLUSH");
         assert!(g.set_write_cache(true).is_err());
         g.write(0, &pattern(8192, 5), false).unwrap();
@@ -273,7 +279,10 @@ fn config_space_reflects_disk_and_options() {
     assert_eq!(c.num_queues.get(), 3);
     assert_eq!(c.seg_max.get(), 254);
     assert_eq!(c.writeback, 1);
-    assert_eq!(c.write_zeroes_may_unmap, 1, "discard=unmap on a host that can");
+    assert_eq!(
+        c.write_zeroes_may_unmap, 1,
+        "discard=unmap on a host that can"
+    );
     assert_eq!(c.discard_sector_alignment.get(), 8);
     assert_eq!(c.unused0, 0);
     assert_eq!(c.unused1, [0; 3]);

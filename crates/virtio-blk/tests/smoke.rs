@@ -5,7 +5,11 @@ use vmstor_virtio_blk::testing::{mem_disk, TestGuest, TestGuestOptions};
 
 #[test]
 fn write_read_flush_round_trip() {
-    let (disk, file) = mem_disk(1 << 20, Policy::from_mode(CacheMode::Writeback), ExecutorKind::Inline);
+    let (disk, file) = mem_disk(
+        1 << 20,
+        Policy::from_mode(CacheMode::Writeback),
+        ExecutorKind::Inline,
+    );
     let mut g = TestGuest::new(disk, TestGuestOptions::default()).unwrap();
     assert_eq!(g.controller(), "virtio-blk");
     assert_eq!(g.block_size(), 512);
