@@ -45,6 +45,7 @@
 
 pub mod config;
 pub mod device;
+pub mod doctable;
 pub mod features;
 pub mod request;
 pub mod spec;
