@@ -305,6 +305,10 @@ impl IdeDriver {
         channel: usize,
         drive: usize,
     ) -> IdeDriver {
+        // Enable I/O decoding and bus mastering as the guest OS does
+        // (`pci_enable_device` + `pci_set_master`).
+        let cmd = ctrl.pci_config_read(4, 2);
+        ctrl.pci_config_write(4, 2, cmd | 0x5);
         let edges = Arc::new(AtomicU64::new(0));
         let level = Arc::new(AtomicBool::new(false));
         let (e, l) = (edges.clone(), level.clone());
@@ -492,20 +496,21 @@ impl IdeDriver {
         self.finish(irq0, 0, Vec::new())
     }
 
-    /// Runs a PIO data-in command reading DRQ blocks of `block` bytes until
-    /// the device drops DRQ (at most `max` bytes).
-    pub fn pio_in(&mut self, cmd: u8, tf: &Tf, block: usize, max: usize) -> Outcome {
+    /// Runs a PIO data-in command reading DRQ blocks of `block` bytes (the
+    /// last one shorter) until the device drops DRQ or `total` bytes were
+    /// read.
+    pub fn pio_in(&mut self, cmd: u8, tf: &Tf, block: usize, total: usize) -> Outcome {
         let irq0 = self.irq_count();
         self.load_tf(tf);
         self.outb(7, cmd);
         let mut data = Vec::new();
         while let Some(s) = self.wait() {
-            if s.contains(Status::ERR) || !s.contains(Status::DRQ) || data.len() >= max {
+            if s.contains(Status::ERR) || !s.contains(Status::DRQ) || data.len() >= total {
                 break;
             }
             // Acknowledge the per-block interrupt like a driver's handler.
             self.inb(7);
-            let chunk = self.read_data(block);
+            let chunk = self.read_data(block.min(total - data.len()));
             data.extend_from_slice(&chunk);
         }
         self.finish(irq0, 0, data)
