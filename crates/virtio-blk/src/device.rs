@@ -35,7 +35,11 @@
 //! notifications until reset. Requests already in flight still complete.
 
 use std::os::fd::RawFd;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
+
+use virtio_bindings::virtio_ring::VRING_AVAIL_F_NO_INTERRUPT;
+use vm_memory::Bytes;
 
 use virtio_queue::{Queue, QueueOwnedT, QueueT};
 use vm_memory::{GuestAddress, GuestMemoryMmap};
@@ -419,7 +423,8 @@ impl VirtioBlk {
     /// Handles a notification (kick) of queue `index`. Returns `true` if
     /// more chains became available while processing: call again.
     pub fn notify(&mut self, index: u16) -> bool {
-        if !self.running() {
+        // Without MQ the device has exactly one request queue (§5.2.2).
+        if !self.running() || (index > 0 && !self.negotiated().contains(Features::MQ)) {
             return false;
         }
         let mem = self.mem.clone();
@@ -466,7 +471,7 @@ impl VirtioBlk {
                 fatal.get_or_insert(ring_error(index, e));
             }
         }
-        let signal = !done.is_empty() && q.needs_notification(&*mem).unwrap_or(true);
+        let signal = !done.is_empty() && should_signal(q, &mem);
         if signal {
             self.raise(InterruptKind::Queue(index));
         }
@@ -513,7 +518,7 @@ impl VirtioBlk {
             }
         }
         for (i, t) in touched.into_iter().enumerate() {
-            if t && self.queues[i].needs_notification(&*mem).unwrap_or(true) {
+            if t && should_signal(&mut self.queues[i], &mem) {
                 self.raise(InterruptKind::Queue(i as u16));
             }
         }
@@ -559,6 +564,21 @@ impl VirtioBlk {
             self.fail(DeviceError::Flush(e));
         }
     }
+}
+
+/// Whether to interrupt after adding used entries: `used_event` with
+/// EVENT_IDX (virtio-queue), else the avail ring's NO_INTERRUPT flag, which
+/// virtio-queue does not look at (spec §2.7.7.2: SHOULD NOT notify). An
+/// unreadable ring errs on the side of interrupting.
+fn should_signal(q: &mut Queue, mem: &GuestMemoryMmap) -> bool {
+    if q.event_idx_enabled() {
+        return q.needs_notification(mem).unwrap_or(true);
+    }
+    let flags: u16 = mem
+        .load(GuestAddress(q.avail_ring()), Ordering::Acquire)
+        .map(u16::from_le)
+        .unwrap_or(0);
+    flags & VRING_AVAIL_F_NO_INTERRUPT as u16 == 0
 }
 
 fn ring_error(queue: u16, e: virtio_queue::Error) -> DeviceError {

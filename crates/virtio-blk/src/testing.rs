@@ -487,6 +487,13 @@ impl TestGuest {
         self.queues.len() as u16
     }
 
+    /// Queue `q`'s ring addresses and size: (descriptor table, avail ring,
+    /// used ring, size).
+    pub fn queue_rings(&self, q: u16) -> (u64, u64, u64, u16) {
+        let gq = &self.queues[usize::from(q)];
+        (gq.desc, gq.avail, gq.used, gq.size)
+    }
+
     /// Allocates `len` bytes of guest memory aligned to `align`.
     pub fn alloc(&mut self, len: usize, align: u64) -> u64 {
         let a = self.heap.div_ceil(align.max(1)) * align.max(1);
