@@ -4,9 +4,7 @@
 //! Exit status: 0 success, 1 failure (a check failed, an I/O error, a script
 //! line a controller cannot express), 2 usage error.
 
-mod controllers;
 mod run;
-mod script;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -14,7 +12,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use vmstor_hostio::{CacheMode, StableWrites};
 
-use controllers::Controller;
+use vmstor::controllers::Controller;
 
 #[derive(Parser)]
 #[command(

@@ -15,8 +15,8 @@ use vmstor_hostio::{
     GuestDriver, Issued, Policy, StableWrites,
 };
 
-use crate::controllers::Controller;
-use crate::script;
+use vmstor::controllers::Controller;
+use vmstor::script;
 
 const DEMO_SIZE: u64 = 4 << 20;
 
