@@ -146,6 +146,103 @@ impl HostFile for MemFile {
     }
 }
 
+/// A sparse image of any size: 512-byte blocks kept in a map, zeroes
+/// elsewhere. For capacities beyond what [`MemFile`] can hold (LBA28/LBA48
+/// boundaries). Accesses must be 512-byte aligned and inside the size.
+#[derive(Debug)]
+pub struct SparseFile {
+    size: u64,
+    blocks: Mutex<std::collections::BTreeMap<u64, Vec<u8>>>,
+}
+
+impl SparseFile {
+    /// An empty image of `size` bytes.
+    pub fn new(size: u64) -> Arc<SparseFile> {
+        Arc::new(SparseFile {
+            size,
+            blocks: Mutex::new(Default::default()),
+        })
+    }
+
+    /// The 512-byte block at `lba`.
+    pub fn block(&self, lba: u64) -> Vec<u8> {
+        self.blocks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&lba)
+            .cloned()
+            .unwrap_or_else(|| vec![0; 512])
+    }
+
+    fn check(&self, offset: u64, n: u64) {
+        assert!(offset % 512 == 0 && n % 512 == 0, "unaligned host access");
+        assert!(
+            offset.checked_add(n).is_some_and(|e| e <= self.size),
+            "host access {offset}+{n} beyond image of {} bytes",
+            self.size
+        );
+    }
+}
+
+impl HostFile for SparseFile {
+    fn preadv(&self, iov: &[IoVec], offset: u64) -> io::Result<usize> {
+        let total: u64 = iov.iter().map(|v| v.len() as u64).sum();
+        self.check(offset, total);
+        let mut flat = vec![0u8; total as usize];
+        for (i, c) in flat.chunks_mut(512).enumerate() {
+            c.copy_from_slice(&self.block(offset / 512 + i as u64));
+        }
+        let mut at = 0;
+        for v in iov {
+            v.copy_from(0, &flat[at..at + v.len()]);
+            at += v.len();
+        }
+        Ok(total as usize)
+    }
+
+    fn pwritev(&self, iov: &[IoVec], offset: u64, _dsync: bool) -> io::Result<usize> {
+        let total: u64 = iov.iter().map(|v| v.len() as u64).sum();
+        self.check(offset, total);
+        let mut flat = vec![0u8; total as usize];
+        let mut at = 0;
+        for v in iov {
+            v.copy_to(0, &mut flat[at..at + v.len()]);
+            at += v.len();
+        }
+        let mut b = self.blocks.lock().unwrap_or_else(|e| e.into_inner());
+        for (i, c) in flat.chunks(512).enumerate() {
+            b.insert(offset / 512 + i as u64, c.to_vec());
+        }
+        Ok(total as usize)
+    }
+
+    fn fdatasync(&self) -> io::Result<()> {
+        Ok(())
+    }
+
+    fn punch_hole(&self, offset: u64, len: u64) -> io::Result<()> {
+        self.check(offset, len);
+        let mut b = self.blocks.lock().unwrap_or_else(|e| e.into_inner());
+        let keys: Vec<u64> = b.range(offset / 512..(offset + len) / 512).map(|(k, _)| *k).collect();
+        for k in keys {
+            b.remove(&k);
+        }
+        Ok(())
+    }
+
+    fn zero_range(&self, offset: u64, len: u64) -> io::Result<()> {
+        self.punch_hole(offset, len)
+    }
+
+    fn blk_discard(&self, offset: u64, len: u64) -> io::Result<()> {
+        self.punch_hole(offset, len)
+    }
+
+    fn blk_zeroout(&self, offset: u64, len: u64) -> io::Result<()> {
+        self.punch_hole(offset, len)
+    }
+}
+
 /// A disk of `size` bytes over a fresh [`MemFile`], inline executor, trace on.
 pub fn mem_disk(size: usize, policy: Policy) -> (Arc<MemFile>, Arc<Disk>) {
     mem_disk_with(size, policy, HostCaps::simulated(size as u64))
