@@ -1114,17 +1114,24 @@ pub fn run_case(
             GuestOp::Reset => {
                 let submitted = oracle.lock().unwrap_or_else(|e| e.into_inner()).now();
                 let was = guest_wce;
-                match drv.reset() {
-                    Ok(r) if r.status.is_ok() => {}
-                    Ok(_) => report.guest_errors += 1,
-                    Err(_) => report.inexpressible += 1,
-                }
+                let ok = match drv.reset() {
+                    Ok(r) if r.status.is_ok() => true,
+                    Ok(_) => {
+                        report.guest_errors += 1;
+                        false
+                    }
+                    Err(_) => {
+                        report.inexpressible += 1;
+                        false
+                    }
+                };
                 guest_wce = drv
                     .write_cache()
                     .map_err(|e| fail(i, format!("cannot read write cache state: {e}")))?;
-                // A reset that turned the cache off (virtio-blk restores its
-                // default) promised the same flush as an explicit disable.
-                if was && !guest_wce && !no_flush {
+                // A successful reset that turned the cache off (virtio-blk
+                // restores its default) promised the same flush as an
+                // explicit disable; a failed one promised nothing.
+                if ok && was && !guest_wce && !no_flush {
                     oracle
                         .lock()
                         .unwrap_or_else(|e| e.into_inner())
