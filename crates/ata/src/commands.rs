@@ -207,46 +207,331 @@ const DMA_WRITE_FUA: &str = "one FUA write straight from the PRD scatter list";
 
 /// Every command the device executes, by opcode.
 pub const COMMANDS: &[CommandDesc] = &[
-    cmd!(0x00, "NOP", NonData, None, Nop, &[b(82, 14), b(85, 14)], "none (always ABRT, as specified)"),
-    cmd!(0x06, "DATA SET MANAGEMENT", DmaOut, Lba48, DataSetManagement, false, false, Trim, &[b(169, 0), b(83, 10), b(86, 10), b(49, 8)], "one discard per non-empty TRIM range"),
-    cmd!(0x10, "RECALIBRATE (obsolete)", NonData, None, Recalibrate, &[], "none"),
+    cmd!(
+        0x00,
+        "NOP",
+        NonData,
+        None,
+        Nop,
+        &[b(82, 14), b(85, 14)],
+        "none (always ABRT, as specified)"
+    ),
+    cmd!(
+        0x06,
+        "DATA SET MANAGEMENT",
+        DmaOut,
+        Lba48,
+        DataSetManagement,
+        false,
+        false,
+        Trim,
+        &[b(169, 0), b(83, 10), b(86, 10), b(49, 8)],
+        "one discard per non-empty TRIM range"
+    ),
+    cmd!(
+        0x10,
+        "RECALIBRATE (obsolete)",
+        NonData,
+        None,
+        Recalibrate,
+        &[],
+        "none"
+    ),
     cmd!(0x20, "READ SECTOR(S)", PioIn, Lba28, Read, &[], PIO_READ),
-    cmd!(0x21, "READ SECTOR(S) without retry (obsolete)", PioIn, Lba28, Read, &[], PIO_READ),
-    cmd!(0x24, "READ SECTOR(S) EXT", PioIn, Lba48, Read, LBA48, PIO_READ),
+    cmd!(
+        0x21,
+        "READ SECTOR(S) without retry (obsolete)",
+        PioIn,
+        Lba28,
+        Read,
+        &[],
+        PIO_READ
+    ),
+    cmd!(
+        0x24,
+        "READ SECTOR(S) EXT",
+        PioIn,
+        Lba48,
+        Read,
+        LBA48,
+        PIO_READ
+    ),
     cmd!(0x25, "READ DMA EXT", DmaIn, Lba48, Read, DMA48, DMA_READ),
-    cmd!(0x27, "READ NATIVE MAX ADDRESS EXT", NonData, Lba48, ReadNativeMax, LBA48, "none"),
-    cmd!(0x29, "READ MULTIPLE EXT", PioIn, Lba48, Read, true, false, Always, LBA48, PIO_READ),
-    cmd!(0x30, "WRITE SECTOR(S)", PioOut, Lba28, Write, &[], PIO_WRITE),
-    cmd!(0x31, "WRITE SECTOR(S) without retry (obsolete)", PioOut, Lba28, Write, &[], PIO_WRITE),
-    cmd!(0x34, "WRITE SECTOR(S) EXT", PioOut, Lba48, Write, LBA48, PIO_WRITE),
-    cmd!(0x35, "WRITE DMA EXT", DmaOut, Lba48, Write, DMA48, DMA_WRITE),
-    cmd!(0x39, "WRITE MULTIPLE EXT", PioOut, Lba48, Write, true, false, Always, LBA48, PIO_WRITE),
-    cmd!(0x3d, "WRITE DMA FUA EXT", DmaOut, Lba48, Write, false, true, Always, DMA_FUA48, DMA_WRITE_FUA),
-    cmd!(0x40, "READ VERIFY SECTOR(S)", NonData, Lba28, ReadVerify, &[], "reads into a scratch buffer, ≤ 4 MiB each"),
-    cmd!(0x41, "READ VERIFY SECTOR(S) without retry (obsolete)", NonData, Lba28, ReadVerify, &[], "reads into a scratch buffer, ≤ 4 MiB each"),
-    cmd!(0x42, "READ VERIFY SECTOR(S) EXT", NonData, Lba48, ReadVerify, LBA48, "reads into a scratch buffer, ≤ 4 MiB each"),
-    cmd!(0x70, "SEEK (obsolete)", NonData, Lba28, Seek, &[], "none (range check)"),
-    cmd!(0x90, "EXECUTE DEVICE DIAGNOSTIC", Diagnostic, None, ExecuteDiagnostic, &[], "none"),
-    cmd!(0x91, "INITIALIZE DEVICE PARAMETERS", NonData, None, InitializeDeviceParameters, &[], "none"),
-    cmd!(0xc4, "READ MULTIPLE", PioIn, Lba28, Read, true, false, Always, &[], PIO_READ),
-    cmd!(0xc5, "WRITE MULTIPLE", PioOut, Lba28, Write, true, false, Always, &[], PIO_WRITE),
-    cmd!(0xc6, "SET MULTIPLE MODE", NonData, None, SetMultiple, &[], "none"),
+    cmd!(
+        0x27,
+        "READ NATIVE MAX ADDRESS EXT",
+        NonData,
+        Lba48,
+        ReadNativeMax,
+        LBA48,
+        "none"
+    ),
+    cmd!(
+        0x29,
+        "READ MULTIPLE EXT",
+        PioIn,
+        Lba48,
+        Read,
+        true,
+        false,
+        Always,
+        LBA48,
+        PIO_READ
+    ),
+    cmd!(
+        0x30,
+        "WRITE SECTOR(S)",
+        PioOut,
+        Lba28,
+        Write,
+        &[],
+        PIO_WRITE
+    ),
+    cmd!(
+        0x31,
+        "WRITE SECTOR(S) without retry (obsolete)",
+        PioOut,
+        Lba28,
+        Write,
+        &[],
+        PIO_WRITE
+    ),
+    cmd!(
+        0x34,
+        "WRITE SECTOR(S) EXT",
+        PioOut,
+        Lba48,
+        Write,
+        LBA48,
+        PIO_WRITE
+    ),
+    cmd!(
+        0x35,
+        "WRITE DMA EXT",
+        DmaOut,
+        Lba48,
+        Write,
+        DMA48,
+        DMA_WRITE
+    ),
+    cmd!(
+        0x39,
+        "WRITE MULTIPLE EXT",
+        PioOut,
+        Lba48,
+        Write,
+        true,
+        false,
+        Always,
+        LBA48,
+        PIO_WRITE
+    ),
+    cmd!(
+        0x3d,
+        "WRITE DMA FUA EXT",
+        DmaOut,
+        Lba48,
+        Write,
+        false,
+        true,
+        Always,
+        DMA_FUA48,
+        DMA_WRITE_FUA
+    ),
+    cmd!(
+        0x40,
+        "READ VERIFY SECTOR(S)",
+        NonData,
+        Lba28,
+        ReadVerify,
+        &[],
+        "reads into a scratch buffer, ≤ 4 MiB each"
+    ),
+    cmd!(
+        0x41,
+        "READ VERIFY SECTOR(S) without retry (obsolete)",
+        NonData,
+        Lba28,
+        ReadVerify,
+        &[],
+        "reads into a scratch buffer, ≤ 4 MiB each"
+    ),
+    cmd!(
+        0x42,
+        "READ VERIFY SECTOR(S) EXT",
+        NonData,
+        Lba48,
+        ReadVerify,
+        LBA48,
+        "reads into a scratch buffer, ≤ 4 MiB each"
+    ),
+    cmd!(
+        0x70,
+        "SEEK (obsolete)",
+        NonData,
+        Lba28,
+        Seek,
+        &[],
+        "none (range check)"
+    ),
+    cmd!(
+        0x90,
+        "EXECUTE DEVICE DIAGNOSTIC",
+        Diagnostic,
+        None,
+        ExecuteDiagnostic,
+        &[],
+        "none"
+    ),
+    cmd!(
+        0x91,
+        "INITIALIZE DEVICE PARAMETERS",
+        NonData,
+        None,
+        InitializeDeviceParameters,
+        &[],
+        "none"
+    ),
+    cmd!(
+        0xc4,
+        "READ MULTIPLE",
+        PioIn,
+        Lba28,
+        Read,
+        true,
+        false,
+        Always,
+        &[],
+        PIO_READ
+    ),
+    cmd!(
+        0xc5,
+        "WRITE MULTIPLE",
+        PioOut,
+        Lba28,
+        Write,
+        true,
+        false,
+        Always,
+        &[],
+        PIO_WRITE
+    ),
+    cmd!(
+        0xc6,
+        "SET MULTIPLE MODE",
+        NonData,
+        None,
+        SetMultiple,
+        &[],
+        "none"
+    ),
     cmd!(0xc8, "READ DMA", DmaIn, Lba28, Read, DMA, DMA_READ),
-    cmd!(0xc9, "READ DMA without retry (obsolete)", DmaIn, Lba28, Read, DMA, DMA_READ),
+    cmd!(
+        0xc9,
+        "READ DMA without retry (obsolete)",
+        DmaIn,
+        Lba28,
+        Read,
+        DMA,
+        DMA_READ
+    ),
     cmd!(0xca, "WRITE DMA", DmaOut, Lba28, Write, DMA, DMA_WRITE),
-    cmd!(0xcb, "WRITE DMA without retry (obsolete)", DmaOut, Lba28, Write, DMA, DMA_WRITE),
-    cmd!(0xce, "WRITE MULTIPLE FUA EXT", PioOut, Lba48, Write, true, true, Always, FUA48, PIO_WRITE_FUA),
-    cmd!(0xe0, "STANDBY IMMEDIATE", NonData, None, StandbyImmediate, PM, "none"),
-    cmd!(0xe1, "IDLE IMMEDIATE", NonData, None, IdleImmediate, PM, "none"),
+    cmd!(
+        0xcb,
+        "WRITE DMA without retry (obsolete)",
+        DmaOut,
+        Lba28,
+        Write,
+        DMA,
+        DMA_WRITE
+    ),
+    cmd!(
+        0xce,
+        "WRITE MULTIPLE FUA EXT",
+        PioOut,
+        Lba48,
+        Write,
+        true,
+        true,
+        Always,
+        FUA48,
+        PIO_WRITE_FUA
+    ),
+    cmd!(
+        0xe0,
+        "STANDBY IMMEDIATE",
+        NonData,
+        None,
+        StandbyImmediate,
+        PM,
+        "none"
+    ),
+    cmd!(
+        0xe1,
+        "IDLE IMMEDIATE",
+        NonData,
+        None,
+        IdleImmediate,
+        PM,
+        "none"
+    ),
     cmd!(0xe2, "STANDBY", NonData, None, Standby, PM, "none"),
     cmd!(0xe3, "IDLE", NonData, None, Idle, PM, "none"),
-    cmd!(0xe5, "CHECK POWER MODE", NonData, None, CheckPowerMode, PM, "none"),
+    cmd!(
+        0xe5,
+        "CHECK POWER MODE",
+        NonData,
+        None,
+        CheckPowerMode,
+        PM,
+        "none"
+    ),
     cmd!(0xe6, "SLEEP", NonData, None, Sleep, PM, "none"),
-    cmd!(0xe7, "FLUSH CACHE", NonData, None, Flush, &[b(83, 12), b(86, 12)], "flush"),
-    cmd!(0xea, "FLUSH CACHE EXT", NonData, None, Flush, &[b(83, 13), b(86, 13), b(83, 10), b(86, 10)], "flush"),
-    cmd!(0xec, "IDENTIFY DEVICE", PioIn, None, Identify, &[], "none (built from live disk state)"),
-    cmd!(0xef, "SET FEATURES", NonData, None, SetFeatures, &[], "see the SET FEATURES table"),
-    cmd!(0xf8, "READ NATIVE MAX ADDRESS", NonData, Lba28, ReadNativeMax, &[], "none"),
+    cmd!(
+        0xe7,
+        "FLUSH CACHE",
+        NonData,
+        None,
+        Flush,
+        &[b(83, 12), b(86, 12)],
+        "flush"
+    ),
+    cmd!(
+        0xea,
+        "FLUSH CACHE EXT",
+        NonData,
+        None,
+        Flush,
+        &[b(83, 13), b(86, 13), b(83, 10), b(86, 10)],
+        "flush"
+    ),
+    cmd!(
+        0xec,
+        "IDENTIFY DEVICE",
+        PioIn,
+        None,
+        Identify,
+        &[],
+        "none (built from live disk state)"
+    ),
+    cmd!(
+        0xef,
+        "SET FEATURES",
+        NonData,
+        None,
+        SetFeatures,
+        &[],
+        "see the SET FEATURES table"
+    ),
+    cmd!(
+        0xf8,
+        "READ NATIVE MAX ADDRESS",
+        NonData,
+        Lba28,
+        ReadNativeMax,
+        &[],
+        "none"
+    ),
 ];
 
 /// Looks an opcode up in [`COMMANDS`].
@@ -353,7 +638,12 @@ mod tests {
     #[test]
     fn opcodes_are_unique_and_sorted() {
         for w in COMMANDS.windows(2) {
-            assert!(w[0].opcode < w[1].opcode, "{:#x} {:#x}", w[0].opcode, w[1].opcode);
+            assert!(
+                w[0].opcode < w[1].opcode,
+                "{:#x} {:#x}",
+                w[0].opcode,
+                w[1].opcode
+            );
         }
         for w in SET_FEATURES.windows(2) {
             assert!(w[0].code < w[1].code);

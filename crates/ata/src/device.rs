@@ -575,12 +575,10 @@ impl AtaDevice {
                     let cyl = u32::from(t.lba_high) << 8 | u32::from(t.lba_mid);
                     let head = u32::from(t.device & 0x0f);
                     let sector = u32::from(t.lba_low);
-                    if sector == 0 || sector > g.sectors || head >= g.heads || cyl >= g.cylinders
-                    {
+                    if sector == 0 || sector > g.sectors || head >= g.heads || cyl >= g.cylinders {
                         return Err(AtaError::IDNF);
                     }
-                    (u64::from(cyl) * u64::from(g.heads) + u64::from(head))
-                        * u64::from(g.sectors)
+                    (u64::from(cyl) * u64::from(g.heads) + u64::from(head)) * u64::from(g.sectors)
                         + u64::from(sector)
                         - 1
                 };
@@ -588,7 +586,11 @@ impl AtaDevice {
             }
         };
         // SEEK addresses one sector whatever the count says.
-        let count = if desc.action == Action::Seek { 1 } else { count };
+        let count = if desc.action == Action::Seek {
+            1
+        } else {
+            count
+        };
         match lba.checked_add(count) {
             Some(end) if end <= limit => Ok((lba, count)),
             _ => Err(AtaError::IDNF),
@@ -875,7 +877,9 @@ impl AtaDevice {
     /// the transport made sum to [`DmaRequest::len`]). Completion is
     /// reported through status/INTRQ and [`AtaDevice::take_dma_end`].
     pub fn dma_start(&mut self, mem: &Arc<GuestMemoryMmap>, segs: Vec<(GuestAddress, usize)>) {
-        let Some(req) = self.dma_request() else { return };
+        let Some(req) = self.dma_request() else {
+            return;
+        };
         let ss = self.sector_size();
         let Some(c) = &self.cmd else { return };
         let (lba, io, fua) = (c.lba, c.io, c.desc.fua);

@@ -151,9 +151,7 @@ pub fn command_table() -> String {
 
 /// The SET FEATURES table.
 pub fn set_features_table() -> String {
-    let mut s = String::from(
-        "| code | subcommand | IDENTIFY bits | effect |\n|---|---|---|---|\n",
-    );
+    let mut s = String::from("| code | subcommand | IDENTIFY bits | effect |\n|---|---|---|---|\n");
     for f in SET_FEATURES {
         let _ = writeln!(
             s,

@@ -231,7 +231,7 @@ mod tests {
             tf.write(reg, lo);
         }
         tf.write(Reg::Device, 0x4a);
-        assert_eq!(tf.lba48(), 0x66_5544_332211);
+        assert_eq!(tf.lba48(), 0x6655_4433_2211);
         assert_eq!(tf.lba28(), 0x0a33_2211);
         assert_eq!(tf.count16(), 0x0102);
         let mut out = TaskFile::default();

@@ -68,8 +68,12 @@ impl PrdEntry {
     }
 
     /// Writes the entry at `addr` of guest memory.
-    pub fn write(&self, mem: &GuestMemoryMmap, addr: GuestAddress) -> Result<(), ()> {
-        mem.write_slice(self.as_bytes(), addr).map_err(|_| ())
+    pub fn write(
+        &self,
+        mem: &GuestMemoryMmap,
+        addr: GuestAddress,
+    ) -> Result<(), vm_memory::GuestMemoryError> {
+        mem.write_slice(self.as_bytes(), addr)
     }
 
     fn region(&self) -> (u64, u64) {
@@ -297,21 +301,47 @@ mod tests {
     #[test]
     fn exact_table_ends_inactive() {
         let m = mem();
-        put(&m, 0x1000, &[PrdEntry::new(0x2000, 512, false), PrdEntry::new(0x3000, 512, true)]);
+        put(
+            &m,
+            0x1000,
+            &[
+                PrdEntry::new(0x2000, 512, false),
+                PrdEntry::new(0x3000, 512, true),
+            ],
+        );
         let w = walk(&m, 0x1000, cur(0x1000), 1024, true).unwrap();
-        assert_eq!(w.segs, vec![(GuestAddress(0x2000), 512), (GuestAddress(0x3000), 512)]);
+        assert_eq!(
+            w.segs,
+            vec![(GuestAddress(0x2000), 512), (GuestAddress(0x3000), 512)]
+        );
         assert!(w.eot);
     }
 
     #[test]
     fn longer_table_stays_active_and_continues() {
         let m = mem();
-        put(&m, 0x1000, &[PrdEntry::new(0x2000, 1024, false), PrdEntry::new(0x3000, 512, true)]);
+        put(
+            &m,
+            0x1000,
+            &[
+                PrdEntry::new(0x2000, 1024, false),
+                PrdEntry::new(0x3000, 512, true),
+            ],
+        );
         let w = walk(&m, 0x1000, cur(0x1000), 512, true).unwrap();
         assert!(!w.eot);
-        assert_eq!(w.next, PrdCursor { entry: 0x1000, offset: 512 });
+        assert_eq!(
+            w.next,
+            PrdCursor {
+                entry: 0x1000,
+                offset: 512
+            }
+        );
         let w2 = walk(&m, 0x1000, w.next, 1024, true).unwrap();
-        assert_eq!(w2.segs, vec![(GuestAddress(0x2200), 512), (GuestAddress(0x3000), 512)]);
+        assert_eq!(
+            w2.segs,
+            vec![(GuestAddress(0x2200), 512), (GuestAddress(0x3000), 512)]
+        );
         assert!(w2.eot);
     }
 
@@ -319,19 +349,38 @@ mod tests {
     fn short_table_and_faults() {
         let m = mem();
         put(&m, 0x1000, &[PrdEntry::new(0x2000, 512, true)]);
-        assert_eq!(walk(&m, 0x1000, cur(0x1000), 1024, true), Err(PrdFault::Short));
+        assert_eq!(
+            walk(&m, 0x1000, cur(0x1000), 1024, true),
+            Err(PrdFault::Short)
+        );
         // Region outside guest memory.
         put(&m, 0x1000, &[PrdEntry::new(0x3ff00, 512, true)]);
-        assert_eq!(walk(&m, 0x1000, cur(0x1000), 512, false), Err(PrdFault::Memory));
+        assert_eq!(
+            walk(&m, 0x1000, cur(0x1000), 512, false),
+            Err(PrdFault::Memory)
+        );
         // Table outside guest memory.
-        assert_eq!(walk(&m, 0x40000, cur(0x40000), 512, false), Err(PrdFault::Memory));
+        assert_eq!(
+            walk(&m, 0x40000, cur(0x40000), 512, false),
+            Err(PrdFault::Memory)
+        );
         // Region crossing 64 KiB: strict error, lenient accepted.
         put(&m, 0x1000, &[PrdEntry::new(0xff00, 512, true)]);
-        assert_eq!(walk(&m, 0x1000, cur(0x1000), 512, true), Err(PrdFault::Boundary));
+        assert_eq!(
+            walk(&m, 0x1000, cur(0x1000), 512, true),
+            Err(PrdFault::Boundary)
+        );
         let w = walk(&m, 0x1000, cur(0x1000), 512, false).unwrap();
         assert_eq!(w.segs, vec![(GuestAddress(0xff00), 512)]);
         // Count 0 = 64 KiB, contiguous regions merge.
-        put(&m, 0x1000, &[PrdEntry::new(0x10000, 0, false), PrdEntry::new(0x20000, 0, true)]);
+        put(
+            &m,
+            0x1000,
+            &[
+                PrdEntry::new(0x10000, 0, false),
+                PrdEntry::new(0x20000, 0, true),
+            ],
+        );
         let w = walk(&m, 0x1000, cur(0x1000), 0x20000, true).unwrap();
         assert_eq!(w.segs, vec![(GuestAddress(0x10000), 0x20000)]);
         assert!(w.eot);
@@ -350,9 +399,14 @@ mod tests {
             walk(&m, 0x10000, cur(0x10000), 1 << 20, false),
             Err(PrdFault::TooLong)
         );
-        // Strict: the table may not run past its 64 KiB page.
+        // Strict: a full 64 KiB page of entries is still bounded...
         assert_eq!(
             walk(&m, 0x10000, cur(0x10000), 1 << 20, true),
+            Err(PrdFault::TooLong)
+        );
+        // ...and a table starting mid-page may not run past its page.
+        assert_eq!(
+            walk(&m, 0x1f000, cur(0x1f000), 1 << 20, true),
             Err(PrdFault::Boundary)
         );
     }
@@ -374,7 +428,10 @@ mod tests {
         assert_eq!(bm.read(0), BM_CMD_START | BM_CMD_WRITE_MEMORY);
         bm.status |= BM_STATUS_ERROR | BM_STATUS_INTERRUPT;
         bm.write(2, BM_STATUS_INTERRUPT | BM_STATUS_DRIVE1_DMA);
-        assert_eq!(bm.read(2), BM_STATUS_ERROR | BM_STATUS_DRIVE1_DMA | BM_STATUS_ACTIVE);
+        assert_eq!(
+            bm.read(2),
+            BM_STATUS_ERROR | BM_STATUS_DRIVE1_DMA | BM_STATUS_ACTIVE
+        );
         bm.write(0, 0);
         assert_eq!(bm.read(2) & BM_STATUS_ACTIVE, 0);
     }

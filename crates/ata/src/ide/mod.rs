@@ -316,7 +316,11 @@ impl IdeController {
             }
             if self.pci.native(ch) {
                 let sizes = self.cfg.bar_sizes;
-                if let Some(o) = self.pci.bar_base(2 * ch).and_then(|b| within(b, sizes.command)) {
+                if let Some(o) = self
+                    .pci
+                    .bar_base(2 * ch)
+                    .and_then(|b| within(b, sizes.command))
+                {
                     return Some((Region::Command(ch), u64::from(o)));
                 }
                 if let Some(o) = self
@@ -472,9 +476,7 @@ impl IdeController {
                     Reg::StatusCommand => self.command(ch, v),
                     _ => {
                         if reg == Reg::Device {
-                            let busy = c
-                                .sel()
-                                .is_some_and(|d| d.status().contains(Status::BSY));
+                            let busy = c.sel().is_some_and(|d| d.status().contains(Status::BSY));
                             if !busy {
                                 c.selected = usize::from(v & DEVICE_DEV != 0);
                             }
@@ -699,4 +701,3 @@ impl IdeController {
         }
     }
 }
-

@@ -19,6 +19,53 @@ pub const FUZZ_MEM: usize = 256 << 10;
 /// Disk size of the fuzz setups: 128 sectors, so LBAs hit the end.
 pub const FUZZ_DISK: usize = 64 << 10;
 
+/// What a fuzz run reached (summed host requests over the disks), so tests
+/// can check the inputs exercise the device.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FuzzStats {
+    /// Read requests.
+    pub reads: u64,
+    /// Write requests.
+    pub writes: u64,
+    /// FUA write requests.
+    pub fua_writes: u64,
+    /// Flush requests.
+    pub flushes: u64,
+    /// Discard requests.
+    pub discards: u64,
+    /// Requests held by the `stop` policy.
+    pub held: u64,
+}
+
+impl std::ops::AddAssign for FuzzStats {
+    fn add_assign(&mut self, o: FuzzStats) {
+        self.reads += o.reads;
+        self.writes += o.writes;
+        self.fua_writes += o.fua_writes;
+        self.flushes += o.flushes;
+        self.discards += o.discards;
+        self.held += o.held;
+    }
+}
+
+impl Rig {
+    fn stats(&self) -> FuzzStats {
+        let mut s = FuzzStats::default();
+        for d in &self.disks {
+            let c = d.counters();
+            s += FuzzStats {
+                reads: c.reads,
+                writes: c.writes,
+                fua_writes: c.fua_writes,
+                flushes: c.flushes_asked,
+                discards: c.discards,
+                held: c.held,
+            };
+        }
+        s
+    }
+}
+
 struct Input<'a> {
     d: &'a [u8],
     at: usize,
@@ -85,7 +132,11 @@ fn rig(setup: u8) -> Rig {
     for &(ch, drive) in slots {
         let (f, disk) = mem_disk(FUZZ_DISK, policy);
         disk.trace().enable(false);
-        ctrl.attach(ch, drive, AtaDevice::new(disk.clone(), DeviceConfig::default()));
+        ctrl.attach(
+            ch,
+            drive,
+            AtaDevice::new(disk.clone(), DeviceConfig::default()),
+        );
         files.push(f);
         disks.push(disk);
     }
@@ -116,8 +167,12 @@ fn fault(r: &Rig, v: u8) {
     for f in &r.files {
         f.clear_faults();
         if v & 0x10 != 0 {
-            let op = [FaultOp::Read, FaultOp::Write, FaultOp::Fdatasync, FaultOp::Discard]
-                [usize::from(v & 3)];
+            let op = [
+                FaultOp::Read,
+                FaultOp::Write,
+                FaultOp::Fdatasync,
+                FaultOp::Discard,
+            ][usize::from(v & 3)];
             f.fail(op, if v & 4 != 0 { libc::ENOSPC } else { libc::EIO });
         }
     }
@@ -125,9 +180,11 @@ fn fault(r: &Rig, v: u8) {
 
 /// Arbitrary register-access sequences with arbitrary guest memory (PRD
 /// tables included), PCI configuration cycles, host faults and resumes.
-pub fn regs(data: &[u8]) {
+pub fn regs(data: &[u8]) -> FuzzStats {
     let mut inp = Input { d: data, at: 0 };
-    let Some(setup) = inp.u8() else { return };
+    let Some(setup) = inp.u8() else {
+        return FuzzStats::default();
+    };
     let mut r = rig(setup);
     for _ in 0..4096 {
         let Some(op) = inp.u8() else { break };
@@ -139,18 +196,22 @@ pub fn regs(data: &[u8]) {
                 r.ctrl.read(region(g), u64::from(o % 20), size(s));
             }
             1 | 2 => {
-                let (Some(g), Some(o), Some(s), Some(v)) = (inp.u8(), inp.u8(), inp.u8(), inp.u32())
+                let (Some(g), Some(o), Some(s), Some(v)) =
+                    (inp.u8(), inp.u8(), inp.u8(), inp.u32())
                 else {
                     break;
                 };
                 r.ctrl.write(region(g), u64::from(o % 20), size(s), v);
             }
             3 => {
-                let (Some(a), Some(n)) = (inp.u32(), inp.u8()) else { break };
+                let (Some(a), Some(n)) = (inp.u32(), inp.u8()) else {
+                    break;
+                };
                 let bytes = inp.bytes(usize::from(n)).to_vec();
-                let _ = r
-                    .mem
-                    .write_slice(&bytes, GuestAddress(u64::from(a) % (FUZZ_MEM as u64 + 4096)));
+                let _ = r.mem.write_slice(
+                    &bytes,
+                    GuestAddress(u64::from(a) % (FUZZ_MEM as u64 + 4096)),
+                );
             }
             4 => {
                 let (Some(a), Some(base), Some(len), Some(fl)) =
@@ -158,7 +219,11 @@ pub fn regs(data: &[u8]) {
                 else {
                     break;
                 };
-                let e = PrdEntry::new(base % (FUZZ_MEM as u32 + 0x10000), u32::from(len), fl & 1 != 0);
+                let e = PrdEntry::new(
+                    base % (FUZZ_MEM as u32 + 0x10000),
+                    u32::from(len),
+                    fl & 1 != 0,
+                );
                 let _ = e.write(&r.mem, GuestAddress(u64::from(a) & !7));
             }
             5 => {
@@ -168,7 +233,9 @@ pub fn regs(data: &[u8]) {
                 r.ctrl.pci_config_write(u16::from(o), size(s), v);
             }
             6 => {
-                let (Some(o), Some(s)) = (inp.u8(), inp.u8()) else { break };
+                let (Some(o), Some(s)) = (inp.u8(), inp.u8()) else {
+                    break;
+                };
                 r.ctrl.pci_config_read(u16::from(o), size(s));
             }
             7 => {
@@ -199,15 +266,23 @@ pub fn regs(data: &[u8]) {
         }
     }
     r.ctrl.poll();
+    r.stats()
 }
 
 /// Arbitrary command blocks driven through the registers the way a driver
 /// would: load the task file (with HOB), issue the command, then serve the
 /// data phase from the input (PIO words, or a PRD table built from input
 /// bytes and the engine started).
-pub fn cmd(data: &[u8]) {
+///
+/// Input layout: a setup byte, then per command: features (2), count (2),
+/// LBA (6), device, command, mode, PRD entry count (0-3) and 4 bytes per
+/// entry (base / 4, length), payload count (0-3) and 8 bytes per payload
+/// word written at the first region.
+pub fn cmd(data: &[u8]) -> FuzzStats {
     let mut inp = Input { d: data, at: 0 };
-    let Some(setup) = inp.u8() else { return };
+    let Some(setup) = inp.u8() else {
+        return FuzzStats::default();
+    };
     let mut r = rig(setup);
     // Program BARs and enable decoding + bus mastering as firmware would.
     r.ctrl.pci_config_write(0x20, 4, 0xc000);
@@ -235,6 +310,9 @@ pub fn cmd(data: &[u8]) {
             ..Tf::default()
         };
         let ch = Region::Command(0);
+        // Stop the engine left running by the previous command, as a
+        // driver does before issuing the next one.
+        r.ctrl.write(Region::BusMaster, 0, 1, 0);
         let w = |c: &mut IdeController, reg: u64, v: u8| c.write(ch, reg, 1, u32::from(v));
         w(&mut r.ctrl, 6, dev);
         w(&mut r.ctrl, 1, (tf.features >> 8) as u8);
@@ -267,16 +345,32 @@ pub fn cmd(data: &[u8]) {
         }
         // DMA: a PRD table from the input.
         let n = inp.u8().unwrap_or(0) % 4;
+        let mut first = None;
         for i in 0..u64::from(n) {
-            let (Some(base), Some(len)) = (inp.u16(), inp.u16()) else { break };
-            let e = PrdEntry::new(u32::from(base) << 2, u32::from(len), i + 1 == u64::from(n));
+            let (Some(base), Some(len)) = (inp.u16(), inp.u16()) else {
+                break;
+            };
+            let base = u32::from(base) << 2;
+            first.get_or_insert(base);
+            let e = PrdEntry::new(base, u32::from(len), i + 1 == u64::from(n));
             let _ = e.write(&r.mem, GuestAddress(0x1000 + 8 * i));
+        }
+        // Payload for data-out commands (e.g. TRIM ranges) at the first region.
+        let m = usize::from(inp.u8().unwrap_or(0) % 4);
+        let payload = inp.bytes(8 * m).to_vec();
+        if let Some(base) = first {
+            let _ = r.mem.write_slice(&payload, GuestAddress(u64::from(base)));
         }
         r.ctrl.write(Region::BusMaster, 0, 1, 0);
         r.ctrl.write(Region::BusMaster, 2, 1, 0x06);
         r.ctrl.write(Region::BusMaster, 4, 4, 0x1000);
-        let dir = if mode & 1 != 0 { BM_CMD_WRITE_MEMORY } else { 0 };
-        r.ctrl.write(Region::BusMaster, 0, 1, u32::from(dir | BM_CMD_START));
+        let dir = if mode & 1 != 0 {
+            BM_CMD_WRITE_MEMORY
+        } else {
+            0
+        };
+        r.ctrl
+            .write(Region::BusMaster, 0, 1, u32::from(dir | BM_CMD_START));
         r.ctrl.poll();
         if mode & 0x20 != 0 {
             for d in &r.disks {
@@ -290,4 +384,5 @@ pub fn cmd(data: &[u8]) {
         }
         r.ctrl.read(ch, 7, 1);
     }
+    r.stats()
 }

@@ -223,7 +223,10 @@ impl HostFile for SparseFile {
     fn punch_hole(&self, offset: u64, len: u64) -> io::Result<()> {
         self.check(offset, len);
         let mut b = self.blocks.lock().unwrap_or_else(|e| e.into_inner());
-        let keys: Vec<u64> = b.range(offset / 512..(offset + len) / 512).map(|(k, _)| *k).collect();
+        let keys: Vec<u64> = b
+            .range(offset / 512..(offset + len) / 512)
+            .map(|(k, _)| *k)
+            .collect();
         for k in keys {
             b.remove(&k);
         }
@@ -313,7 +316,9 @@ impl Outcome {
     /// Whether the command succeeded.
     pub fn ok(&self) -> bool {
         !self.pending
-            && !self.status.intersects(Status::ERR | Status::BSY | Status::DF)
+            && !self
+                .status
+                .intersects(Status::ERR | Status::BSY | Status::DF)
             && self.bm_status & 0x02 == 0
     }
 
@@ -469,7 +474,8 @@ impl IdeDriver {
 
     /// Writes command-block register `reg` (1..=7).
     pub fn outb(&mut self, reg: u64, v: u8) {
-        self.ctrl.write(Region::Command(self.channel), reg, 1, u32::from(v));
+        self.ctrl
+            .write(Region::Command(self.channel), reg, 1, u32::from(v));
     }
 
     /// Alternate Status.
@@ -652,7 +658,15 @@ impl IdeDriver {
         let st = self.bm_read(2);
         self.bm_write(2, 1, u32::from(st | 0x06));
         self.bm_write(4, 4, table);
-        self.bm_write(0, 1, if to_memory { u32::from(BM_CMD_WRITE_MEMORY) } else { 0 });
+        self.bm_write(
+            0,
+            1,
+            if to_memory {
+                u32::from(BM_CMD_WRITE_MEMORY)
+            } else {
+                0
+            },
+        );
     }
 
     /// Runs a DMA command over the data buffer: for `to_memory` reads `len`
@@ -900,7 +914,12 @@ impl GuestDriver for IdeDriver {
         Ok(issued)
     }
 
-    fn write_zeroes(&mut self, _lba: u64, _count: u32, _unmap: bool) -> Result<Issued, CannotExpress> {
+    fn write_zeroes(
+        &mut self,
+        _lba: u64,
+        _count: u32,
+        _unmap: bool,
+    ) -> Result<Issued, CannotExpress> {
         Err(self.cannot(
             "write zeroes",
             "the ATA command set implemented here has no zeroing command (TRIM does not guarantee zeroes)",

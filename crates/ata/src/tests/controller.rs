@@ -29,7 +29,10 @@ fn legacy_ports_decode_in_compatibility_mode() {
     assert_eq!(c.decode(0x376), Some((Region::Control(1), 2)));
     assert_eq!(c.decode(0x3f7), None, "floppy's port stays unclaimed");
     assert_eq!(c.decode(0x1f8), None);
-    assert_eq!(c.io_read(0x1f7, 1), Some(u32::from((Status::DRDY | Status::DSC).bits())));
+    assert_eq!(
+        c.io_read(0x1f7, 1),
+        Some(u32::from((Status::DRDY | Status::DSC).bits()))
+    );
     assert_eq!(c.io_read(0x1f2, 1), Some(1), "signature count");
     // Empty secondary channel reads as zero (no device).
     assert_eq!(c.io_read(0x177, 1), Some(0));
@@ -145,19 +148,33 @@ fn master_and_slave_on_one_channel() {
     drv.inb(7);
     assert!(!drv.irq_line());
     drv.outb(6, 0xb0);
-    assert_eq!((drv.inb(1), drv.inb(2), drv.inb(3), drv.inb(4)), (1, 1, 1, 0));
+    assert_eq!(
+        (drv.inb(1), drv.inb(2), drv.inb(3), drv.inb(4)),
+        (1, 1, 1, 0)
+    );
 }
 
 #[test]
 fn hob_reads_previous_values_and_is_cleared_by_writes() {
     let (_f, mut d) = setup(CacheMode::Writeback);
-    for (reg, hi, lo) in [(2, 0x12, 0x34), (3, 0x56, 0x78), (4, 0x9a, 0xbc), (5, 0xde, 0xf0)] {
+    for (reg, hi, lo) in [
+        (2, 0x12, 0x34),
+        (3, 0x56, 0x78),
+        (4, 0x9a, 0xbc),
+        (5, 0xde, 0xf0),
+    ] {
         d.outb(reg, hi);
         d.outb(reg, lo);
     }
-    assert_eq!((d.inb(2), d.inb(3), d.inb(4), d.inb(5)), (0x34, 0x78, 0xbc, 0xf0));
+    assert_eq!(
+        (d.inb(2), d.inb(3), d.inb(4), d.inb(5)),
+        (0x34, 0x78, 0xbc, 0xf0)
+    );
     d.devctl(DeviceControl::HOB);
-    assert_eq!((d.inb(2), d.inb(3), d.inb(4), d.inb(5)), (0x12, 0x56, 0x9a, 0xde));
+    assert_eq!(
+        (d.inb(2), d.inb(3), d.inb(4), d.inb(5)),
+        (0x12, 0x56, 0x9a, 0xde)
+    );
     // A command block write clears HOB.
     d.outb(1, 0);
     assert_eq!(d.inb(2), 0x34);
@@ -214,7 +231,11 @@ fn native_mode_intx_disable_and_pci_interrupt_status() {
     drv.outb(6, 0xa0);
     drv.outb(7, 0xe7);
     assert!(!drv.irq_line(), "INTx disabled");
-    assert_eq!(drv.ctrl.pci_config_read(6, 2) & 0x08, 0x08, "interrupt status");
+    assert_eq!(
+        drv.ctrl.pci_config_read(6, 2) & 0x08,
+        0x08,
+        "interrupt status"
+    );
     drv.ctrl.pci_config_write(4, 2, 0x005);
     assert!(drv.irq_line());
     drv.inb(7);
@@ -256,11 +277,20 @@ fn data_port_access_widths() {
     d.outb(7, 0x20);
     let want = pattern(512, 9);
     let r = Region::Command(0);
-    assert_eq!(d.ctrl.read(r, 0, 4), u32::from_le_bytes(want[0..4].try_into().unwrap()));
-    assert_eq!(d.ctrl.read(r, 0, 2), u32::from(u16::from_le_bytes([want[4], want[5]])));
+    assert_eq!(
+        d.ctrl.read(r, 0, 4),
+        u32::from_le_bytes(want[0..4].try_into().unwrap())
+    );
+    assert_eq!(
+        d.ctrl.read(r, 0, 2),
+        u32::from(u16::from_le_bytes([want[4], want[5]]))
+    );
     // An 8-bit read moves a whole word and returns its low byte.
     assert_eq!(d.ctrl.read(r, 0, 1), u32::from(want[6]));
-    assert_eq!(d.ctrl.read(r, 0, 2), u32::from(u16::from_le_bytes([want[8], want[9]])));
+    assert_eq!(
+        d.ctrl.read(r, 0, 2),
+        u32::from(u16::from_le_bytes([want[8], want[9]]))
+    );
     let rest = d.read_data(502);
     assert!(rest == want[10..]);
     assert_eq!(d.alt_status(), Status::DRDY | Status::DSC);
@@ -283,7 +313,10 @@ fn hardware_reset_restores_power_on_state() {
     let mut d = IdeDriver::over(c, m, disk, 0, 0);
     drop(f);
     // The guest enabled the cache and changed settings.
-    assert!(vmstor_hostio::GuestDriver::set_write_cache(&mut d, true).unwrap().status.is_ok());
+    assert!(vmstor_hostio::GuestDriver::set_write_cache(&mut d, true)
+        .unwrap()
+        .status
+        .is_ok());
     d.non_data(0xc6, &lba28(0, 2));
     assert!(d.disk().write_cache());
     d.ctrl.reset();

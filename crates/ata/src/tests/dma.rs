@@ -10,13 +10,20 @@ use vm_memory::{Bytes, GuestAddress};
 
 fn put_prd(d: &IdeDriver, at: u64, entries: &[PrdEntry]) {
     for (i, e) in entries.iter().enumerate() {
-        e.write(d.memory(), GuestAddress(at + 8 * i as u64)).unwrap();
+        e.write(d.memory(), GuestAddress(at + 8 * i as u64))
+            .unwrap();
     }
 }
 
 /// Issues a DMA command with a hand-made table; returns (status, error,
 /// bm status, irqs).
-fn run(d: &mut IdeDriver, cmd: u8, tf: &Tf, table: u32, to_memory: bool) -> (Status, AtaError, u8, u64) {
+fn run(
+    d: &mut IdeDriver,
+    cmd: u8,
+    tf: &Tf,
+    table: u32,
+    to_memory: bool,
+) -> (Status, AtaError, u8, u64) {
     let irq0 = d.irq_count();
     d.bm_setup(table, to_memory);
     d.load_tf(tf);
@@ -26,7 +33,12 @@ fn run(d: &mut IdeDriver, cmd: u8, tf: &Tf, table: u32, to_memory: bool) -> (Sta
     d.wait();
     let bm = d.bm_read(2);
     let st = Status::from_bits_retain(d.alt_status().bits());
-    (st, AtaError::from_bits_retain(d.inb(1)), bm, d.irq_count() - irq0)
+    (
+        st,
+        AtaError::from_bits_retain(d.inb(1)),
+        bm,
+        d.irq_count() - irq0,
+    )
 }
 
 #[test]
@@ -34,17 +46,25 @@ fn table_longer_than_transfer_keeps_active() {
     let (f, mut d) = setup(CacheMode::Writeback);
     let data = pattern(2048, 1);
     f.poke(0, &data);
-    put_prd(&d, PRD_TABLE, &[
-        PrdEntry::new(DATA_BUF as u32, 1024, false),
-        PrdEntry::new(DATA_BUF as u32 + 0x4000, 4096, true),
-    ]);
+    put_prd(
+        &d,
+        PRD_TABLE,
+        &[
+            PrdEntry::new(DATA_BUF as u32, 1024, false),
+            PrdEntry::new(DATA_BUF as u32 + 0x4000, 4096, true),
+        ],
+    );
     let (st, _, bm, irqs) = run(&mut d, 0x25, &lba48(0, 4), PRD_TABLE as u32, true);
     assert_eq!(st, Status::DRDY | Status::DSC);
     assert_eq!(bm & 0x07, 0x05, "Active stays set, Interrupt set");
     assert_eq!(irqs, 1);
     let mut got = vec![0u8; 2048];
-    d.memory().read_slice(&mut got[..1024], GuestAddress(DATA_BUF)).unwrap();
-    d.memory().read_slice(&mut got[1024..], GuestAddress(DATA_BUF + 0x4000)).unwrap();
+    d.memory()
+        .read_slice(&mut got[..1024], GuestAddress(DATA_BUF))
+        .unwrap();
+    d.memory()
+        .read_slice(&mut got[1024..], GuestAddress(DATA_BUF + 0x4000))
+        .unwrap();
     assert!(got == data);
     // Without restarting the engine, the next command continues in the
     // remaining 3 KiB of the second region (PIIX behaviour).
@@ -54,7 +74,9 @@ fn table_longer_than_transfer_keeps_active() {
     d.wait();
     assert_eq!(d.bm_read(2) & 0x07, 0x05);
     let mut more = vec![0u8; 1024];
-    d.memory().read_slice(&mut more, GuestAddress(DATA_BUF + 0x4000 + 1024)).unwrap();
+    d.memory()
+        .read_slice(&mut more, GuestAddress(DATA_BUF + 0x4000 + 1024))
+        .unwrap();
     assert!(more == f.contents()[2048..3072]);
 }
 
@@ -87,7 +109,10 @@ fn prd_outside_guest_memory_is_a_bus_master_error() {
         // Region beyond the end of memory.
         (PRD_TABLE as u32, vec![PrdEntry::new(end - 512, 1024, true)]),
         // Region far outside.
-        (PRD_TABLE as u32, vec![PrdEntry::new(0xfff0_0000, 512, true)]),
+        (
+            PRD_TABLE as u32,
+            vec![PrdEntry::new(0xfff0_0000, 512, true)],
+        ),
         // Table itself outside memory.
         (end + 0x100, vec![]),
     ] {
@@ -108,14 +133,22 @@ fn prd_outside_guest_memory_is_a_bus_master_error() {
 fn sixty_four_k_boundary_rules() {
     let (_f, mut d) = setup(CacheMode::Writeback);
     // Region crossing 64 KiB: strict (default) rejects.
-    put_prd(&d, PRD_TABLE, &[PrdEntry::new(DATA_BUF as u32 + 0xff00, 512, true)]);
+    put_prd(
+        &d,
+        PRD_TABLE,
+        &[PrdEntry::new(DATA_BUF as u32 + 0xff00, 512, true)],
+    );
     let (_, err, bm, _) = run(&mut d, 0x25, &lba48(0, 1), PRD_TABLE as u32, true);
     assert_eq!((err, bm & 0x02), (AtaError::ABRT, 0x02));
     // Table crossing 64 KiB (starts 8 bytes before the boundary).
-    put_prd(&d, 0xfff8, &[
-        PrdEntry::new(DATA_BUF as u32, 512, false),
-        PrdEntry::new(DATA_BUF as u32 + 512, 512, true),
-    ]);
+    put_prd(
+        &d,
+        0xfff8,
+        &[
+            PrdEntry::new(DATA_BUF as u32, 512, false),
+            PrdEntry::new(DATA_BUF as u32 + 512, 512, true),
+        ],
+    );
     let (_, err, _, _) = run(&mut d, 0x25, &lba48(0, 2), 0xfff8, true);
     assert_eq!(err, AtaError::ABRT);
     // Count 0 = 64 KiB, aligned: fine.
@@ -131,11 +164,17 @@ fn sixty_four_k_boundary_rules() {
     };
     let mut d = IdeDriver::with_config(disk, cfg, DeviceConfig::default());
     f.poke(0, &pattern(512, 3));
-    put_prd(&d, PRD_TABLE, &[PrdEntry::new(DATA_BUF as u32 + 0xff00, 512, true)]);
+    put_prd(
+        &d,
+        PRD_TABLE,
+        &[PrdEntry::new(DATA_BUF as u32 + 0xff00, 512, true)],
+    );
     let (st, _, _, _) = run(&mut d, 0x25, &lba48(0, 1), PRD_TABLE as u32, true);
     assert_eq!(st, Status::DRDY | Status::DSC);
     let mut got = vec![0u8; 512];
-    d.memory().read_slice(&mut got, GuestAddress(DATA_BUF + 0xff00)).unwrap();
+    d.memory()
+        .read_slice(&mut got, GuestAddress(DATA_BUF + 0xff00))
+        .unwrap();
     assert!(got == pattern(512, 3));
 }
 
@@ -168,11 +207,15 @@ fn odd_bits_of_address_and_count_are_ignored() {
         0x8000u16.to_le_bytes().to_vec(),
     ]
     .concat();
-    d.memory().write_slice(&raw, GuestAddress(PRD_TABLE)).unwrap();
+    d.memory()
+        .write_slice(&raw, GuestAddress(PRD_TABLE))
+        .unwrap();
     let (st, _, bm, _) = run(&mut d, 0x25, &lba48(0, 2), PRD_TABLE as u32, true);
     assert_eq!((st, bm & 0x07), (Status::DRDY | Status::DSC, 0x04));
     let mut got = vec![0u8; 1024];
-    d.memory().read_slice(&mut got, GuestAddress(DATA_BUF)).unwrap();
+    d.memory()
+        .read_slice(&mut got, GuestAddress(DATA_BUF))
+        .unwrap();
     assert!(got == pattern(1024, 4));
 }
 

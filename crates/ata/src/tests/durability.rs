@@ -64,9 +64,17 @@ fn fua_commands_map_to_rwf_dsync_with_cache_on() {
     let ops = ops(d.disk());
     assert_eq!(
         writes(&ops),
-        vec![(40 * 512, 2048, true), (80 * 512, 2048, true), (120 * 512, 2048, false)]
+        vec![
+            (40 * 512, 2048, true),
+            (80 * 512, 2048, true),
+            (120 * 512, 2048, false)
+        ]
     );
-    assert_eq!(fdatasyncs(&ops), 0, "FUA is RWF_DSYNC, not write + fdatasync");
+    assert_eq!(
+        fdatasyncs(&ops),
+        0,
+        "FUA is RWF_DSYNC, not write + fdatasync"
+    );
     assert!(f.contents()[80 * 512..84 * 512] == data[..]);
 }
 
@@ -91,7 +99,15 @@ fn set_features_82h_flushes_before_completing() {
     // The command's status is the flush's: a failing flush makes 82h fail
     // (so it cannot have completed before the flush), and the cache stays
     // off.
-    assert!(d.non_data(0xef, &Tf { features: 0x02, ..off }).ok());
+    assert!(d
+        .non_data(
+            0xef,
+            &Tf {
+                features: 0x02,
+                ..off
+            }
+        )
+        .ok());
     assert!(d.dma(0x35, &lba48(2, 1), 512, false).ok());
     f.fail(FaultOp::Fdatasync, libc::EIO);
     let o = d.non_data(0xef, &off);
@@ -131,7 +147,7 @@ fn guest_driver_reports_commands_and_trace_agrees() {
     );
     // The volatile write is covered by the flush 82h issued, which comes
     // after it and before the next write.
-    let pos = |p: &dyn Fn(&HostOp) -> bool| ops.iter().position(|o| p(o)).unwrap();
+    let pos = |p: &dyn Fn(&HostOp) -> bool| ops.iter().position(p).unwrap();
     let sync = pos(&|o| matches!(o, HostOp::Fdatasync));
     assert!(pos(&|o| matches!(o, HostOp::Write { offset: 4096, .. })) < sync);
     assert!(sync < pos(&|o| matches!(o, HostOp::Write { offset: 8192, .. })));
@@ -163,7 +179,15 @@ fn real_file_writethrough_uses_rwf_dsync() {
         .filter(|e| matches!(e.op, HostOp::Write { .. }))
         .collect();
     assert_eq!(w.len(), 1);
-    assert!(matches!(w[0].op, HostOp::Write { dsync: true, offset: 8192, len: 8192, .. }));
+    assert!(matches!(
+        w[0].op,
+        HostOp::Write {
+            dsync: true,
+            offset: 8192,
+            len: 8192,
+            ..
+        }
+    ));
     assert!(w[0].result.is_ok());
     let file = std::fs::read(&path).unwrap();
     assert!(file[8192..16384] == data[..]);

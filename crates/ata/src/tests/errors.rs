@@ -33,7 +33,13 @@ fn unknown_opcodes_abort_with_interrupt() {
 fn nop_always_aborts() {
     let (_f, mut d) = setup(CacheMode::Writeback);
     abrt(&d.non_data(0x00, &Tf::default()));
-    abrt(&d.non_data(0x00, &Tf { features: 1, ..Tf::default() }));
+    abrt(&d.non_data(
+        0x00,
+        &Tf {
+            features: 1,
+            ..Tf::default()
+        },
+    ));
 }
 
 #[test]
@@ -95,7 +101,9 @@ fn lba28_limit_on_a_large_disk() {
     assert_eq!(o.error, AtaError::IDNF);
     // READ NATIVE MAX ADDRESS: 28-bit saturates, EXT gives the real one.
     assert!(d.non_data(0xf8, &lba28(0, 0)).ok());
-    let lba = u64::from(d.inb(3)) | u64::from(d.inb(4)) << 8 | u64::from(d.inb(5)) << 16
+    let lba = u64::from(d.inb(3))
+        | u64::from(d.inb(4)) << 8
+        | u64::from(d.inb(5)) << 16
         | u64::from(d.inb(6) & 0x0f) << 24;
     assert_eq!(lba, 0x0fff_ffff);
     assert!(d.non_data(0x27, &lba48(0, 0)).ok());
@@ -176,7 +184,11 @@ fn stop_policy_holds_the_command_until_resume() {
     d.ctrl.poll();
     assert_eq!(d.alt_status(), Status::DRDY | Status::DSC);
     assert!(d.irq_line());
-    assert_eq!(d.bm_read(2) & 0x07, 0x04, "DMA completed: inactive, interrupt");
+    assert_eq!(
+        d.bm_read(2) & 0x07,
+        0x04,
+        "DMA completed: inactive, interrupt"
+    );
     assert!(f.contents()[10 * 512..14 * 512] == data[..]);
     assert_eq!(d.inb(2), 4, "ignored write did not reach the task file");
     // Same with a PIO write and a flush.
@@ -305,22 +317,92 @@ fn invalid_parameters_abort() {
     // DATA SET MANAGEMENT: features other than TRIM, count 0 or > 8.
     ops(d.disk());
     d.fill_buffer(&[0; 8 * 512]);
-    abrt(&d.dma(0x06, &Tf { features: 0, count: 1, lba48: true, ..Tf::default() }, 512, false));
-    abrt(&d.dma(0x06, &Tf { features: 3, count: 1, lba48: true, ..Tf::default() }, 512, false));
-    abrt(&d.dma(0x06, &Tf { features: 0x101, count: 1, lba48: true, ..Tf::default() }, 512, false));
-    abrt(&d.dma(0x06, &Tf { features: 1, count: 0, lba48: true, ..Tf::default() }, 512, false));
-    abrt(&d.dma(0x06, &Tf { features: 1, count: 9, lba48: true, ..Tf::default() }, 9 * 512, false));
+    abrt(&d.dma(
+        0x06,
+        &Tf {
+            features: 0,
+            count: 1,
+            lba48: true,
+            ..Tf::default()
+        },
+        512,
+        false,
+    ));
+    abrt(&d.dma(
+        0x06,
+        &Tf {
+            features: 3,
+            count: 1,
+            lba48: true,
+            ..Tf::default()
+        },
+        512,
+        false,
+    ));
+    abrt(&d.dma(
+        0x06,
+        &Tf {
+            features: 0x101,
+            count: 1,
+            lba48: true,
+            ..Tf::default()
+        },
+        512,
+        false,
+    ));
+    abrt(&d.dma(
+        0x06,
+        &Tf {
+            features: 1,
+            count: 0,
+            lba48: true,
+            ..Tf::default()
+        },
+        512,
+        false,
+    ));
+    abrt(&d.dma(
+        0x06,
+        &Tf {
+            features: 1,
+            count: 9,
+            lba48: true,
+            ..Tf::default()
+        },
+        9 * 512,
+        false,
+    ));
     // A range past the end aborts before any discard.
     let mut payload = vec![0u8; 512];
-    payload[..8].copy_from_slice(&(0u64 | 8 << 48).to_le_bytes());
+    payload[..8].copy_from_slice(&(8u64 << 48).to_le_bytes());
     payload[8..16].copy_from_slice(&((SECTORS - 4) | 8 << 48).to_le_bytes());
     d.fill_buffer(&payload);
-    abrt(&d.dma(0x06, &Tf { features: 1, count: 1, lba48: true, ..Tf::default() }, 512, false));
+    abrt(&d.dma(
+        0x06,
+        &Tf {
+            features: 1,
+            count: 1,
+            lba48: true,
+            ..Tf::default()
+        },
+        512,
+        false,
+    ));
     assert!(ops(d.disk()).is_empty());
     // Empty entries are skipped; a valid list succeeds.
     payload[8..16].copy_from_slice(&((SECTORS - 8) | 8 << 48).to_le_bytes());
     d.fill_buffer(&payload);
-    let o = d.dma(0x06, &Tf { features: 1, count: 1, lba48: true, ..Tf::default() }, 512, false);
+    let o = d.dma(
+        0x06,
+        &Tf {
+            features: 1,
+            count: 1,
+            lba48: true,
+            ..Tf::default()
+        },
+        512,
+        false,
+    );
     assert!(o.ok(), "{o:?}");
     assert_eq!(o.irqs, 1);
     let discards = ops(d.disk())
@@ -336,7 +418,17 @@ fn dsm_is_gated_off_without_unmap() {
     let mut payload = vec![0u8; 512];
     payload[..8].copy_from_slice(&(8u64 << 48).to_le_bytes());
     d.fill_buffer(&payload);
-    let o = d.dma(0x06, &Tf { features: 1, count: 1, lba48: true, ..Tf::default() }, 512, false);
+    let o = d.dma(
+        0x06,
+        &Tf {
+            features: 1,
+            count: 1,
+            lba48: true,
+            ..Tf::default()
+        },
+        512,
+        false,
+    );
     abrt(&o);
     assert!(ops(d.disk()).is_empty());
 }

@@ -213,14 +213,20 @@ fn four_k_logical_sectors() {
     });
     let id = identify(&mut d);
     assert_eq!(id.word(106), 0x5000, "logical sector longer than 256 words");
-    assert_eq!(u32::from(id.word(117)) | u32::from(id.word(118)) << 16, 2048);
+    assert_eq!(
+        u32::from(id.word(117)) | u32::from(id.word(118)) << 16,
+        2048
+    );
     assert_eq!(id.word(209), 0);
     assert_eq!(id.word(217), 0, "rotating: rate not reported");
     assert_eq!(d.block_size(), 4096);
     assert_eq!(d.capacity(), (64 << 20) / 4096);
     // A 4 KiB-sector round trip by DMA and by PIO (DRQ block = 1 sector).
     let data = pattern(3 * 4096, 4);
-    assert!(GuestDriver::write(&mut d, 5, &data, true).unwrap().status.is_ok());
+    assert!(GuestDriver::write(&mut d, 5, &data, true)
+        .unwrap()
+        .status
+        .is_ok());
     let o = d.pio_in(0x24, &lba48(5, 3), 4096, 3 * 4096);
     assert!(o.ok() && o.data == data);
     let o = d.pio_out(0x34, &lba48(9, 1), 4096, &data[..4096]);

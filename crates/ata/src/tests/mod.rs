@@ -51,7 +51,9 @@ pub(crate) fn writes(ops: &[HostOp]) -> Vec<(u64, u64, bool)> {
 }
 
 pub(crate) fn fdatasyncs(ops: &[HostOp]) -> usize {
-    ops.iter().filter(|o| matches!(o, HostOp::Fdatasync)).count()
+    ops.iter()
+        .filter(|o| matches!(o, HostOp::Fdatasync))
+        .count()
 }
 
 pub(crate) fn lba48(lba: u64, count: u16) -> Tf {
