@@ -23,7 +23,7 @@ pub enum Controller {
 impl Controller {
     /// The controllers available in this build, in table order.
     pub fn available() -> Vec<Controller> {
-        vec![Controller::VirtioBlk]
+        vec![Controller::Ide, Controller::VirtioBlk]
     }
 
     /// Every controller name accepted on the command line.
@@ -47,7 +47,8 @@ impl Controller {
                 Ok(Box::new(g))
             }
             Controller::Engine => Ok(Box::new(vmstor_hostio::crash::EngineDriver::new(disk))),
-            Controller::Ide | Controller::Scsi => Err(format!(
+            Controller::Ide => Ok(Box::new(vmstor_ata::testing::IdeDriver::new(disk))),
+            Controller::Scsi => Err(format!(
                 "the {} controller is not in this build yet",
                 self.name()
             )),

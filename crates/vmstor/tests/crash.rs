@@ -126,3 +126,13 @@ fn virtio_blk_faults() {
 fn engine_crash() {
     crash_suite(Controller::Engine);
 }
+
+#[test]
+fn ide_crash() {
+    crash_suite(Controller::Ide);
+}
+
+#[test]
+fn ide_faults() {
+    fault_suite(Controller::Ide);
+}
