@@ -122,14 +122,18 @@ new_image() {  # new_image PATH MIB
 # Fixed PCI slots, so the guest finds each disk by its PCI function:
 #   00:01.1 PIIX3 IDE (qemu)   00:02.0 x-pci-proxy-dev IDE (vmstor)   00:06.0 doorbell UART
 #   00:04.0 virtio-blk / vhost-user-blk   00:05.0 virtio-scsi / vhost-user-scsi
-#   00:07.0 vhost-user-blk (qemu-storage-daemon)
+#   00:03.0 x-pci-proxy-dev test function  00:07.0 its doorbell UART
+#   00:08.0 vhost-user-blk (qemu-storage-daemon)
+# A proxied function and its doorbell UART must share a PCI interrupt line: on -M pc, slot S
+# pin A uses link (S-1)&3, so 2 and 6 share LNKB, 3 and 7 share LNKC.
 VMSTOR_BIN=${VMSTOR_BIN:-$ROOT/target/debug/vmstor}
 VMSTOR_PROXY_BIN=${VMSTOR_PROXY_BIN:-$ROOT/target/debug/vmstor-qemu-proxy}
 QARGS=()
 KARGS=()
 GAPS=()
 VMSTOR_ARGS=()     # exports for the single `vmstor serve` process (vmstor backend)
-PRE_QEMU=()        # launcher prefix for QEMU (the PCI proxy launcher wraps QEMU)
+PROXIES=()         # --proxy specs for the PCI proxy launcher, which then wraps QEMU
+DOORBELLS=()       # PCI functions of doorbell UARTs the guest must open first
 
 ide_qemu() {  # $1 image
   QARGS+=(-drive "if=none,id=ide0,file=$1,format=raw,cache=writeback,aio=threads"
@@ -138,12 +142,32 @@ ide_qemu() {  # $1 image
   GAPS+=(ata-fua)   # QEMU's IDE has no WRITE DMA FUA EXT (IDENTIFY word 84 bit 6 clear)
 }
 ide_vmstor() {  # $1 image: our IDE function behind x-pci-proxy-dev, interrupts by doorbell UART
-  [ -x "$VMSTOR_PROXY_BIN" ] || die "no $VMSTOR_PROXY_BIN (cargo build -p vmstor-qemu-proxy)"
-  QARGS+=(-chardev "socket,id=db0,path=$RUN_DIR/doorbell.sock,server=on,wait=off"
+  need_proxy_bin
+  QARGS+=(-chardev "socket,id=db0,path=$RUN_DIR/doorbell-ide.sock,server=on,wait=off"
           -device pci-serial,chardev=db0,addr=0x6)
-  PRE_QEMU=("$VMSTOR_PROXY_BIN" launch --device ide --image "$1" --doorbell "$RUN_DIR/doorbell.sock"
-            --addr 0x2 --log "$RUN_DIR/proxy.log" --)
-  KARGS+=(vmstor.pci.ide=0000:00:02.0 vmstor.doorbell=ttyS1 libata.fua=1)
+  PROXIES+=(--proxy "device=ide,image=$1,addr=0x2,doorbell=$RUN_DIR/doorbell-ide.sock,log=$RUN_DIR/proxy-ide.log")
+  DOORBELLS+=(0000:00:06.0)
+  KARGS+=(vmstor.pci.ide=0000:00:02.0 libata.fua=1)
+}
+# The proxy's own test function (crates/qemu-proxy/src/testdev.rs): the same for both backends.
+proxy_common() {
+  need_proxy_bin
+  QARGS+=(-chardev "socket,id=db1,path=$RUN_DIR/doorbell-test.sock,server=on,wait=off"
+          -device pci-serial,chardev=db1,addr=0x7)
+  PROXIES+=(--proxy "device=testdev,addr=0x3,doorbell=$RUN_DIR/doorbell-test.sock,log=$RUN_DIR/proxy-test.log")
+  DOORBELLS+=(0000:00:07.0)
+  # 64 KiB of RAM Linux leaves alone, for the DMA checks (reachable through /dev/mem)
+  KARGS+=(vmstor.pci.proxy=0000:00:03.0 vmstor.pci.proxydb=0000:00:07.0 'memmap=64K$0x10000000'
+          vmstor.dmabuf=0x10000000)
+}
+proxy_qemu() { proxy_common "$@"; }
+proxy_vmstor() { proxy_common "$@"; }
+need_proxy_bin() {
+  if [ "$VMSTOR_PROXY_BIN" = "$ROOT/target/debug/vmstor-qemu-proxy" ]; then
+    (cd "$ROOT" && cargo build -q -p vmstor-qemu-proxy --bin vmstor-qemu-proxy) \
+      || die "cargo build -p vmstor-qemu-proxy failed"
+  fi
+  [ -x "$VMSTOR_PROXY_BIN" ] || die "no $VMSTOR_PROXY_BIN"
 }
 vblk_qemu() {
   QARGS+=(-drive "if=none,id=vblk0,file=$1,format=raw,cache=writeback,aio=threads,discard=unmap"
@@ -179,8 +203,8 @@ vublk_qemu() {  # qemu-storage-daemon as the vhost-user-blk backend
     --blockdev driver=raw,node-name=d0,file=f0 \
     --export "type=vhost-user-blk,id=e0,node-name=d0,addr.type=unix,addr.path=$sock,writable=on,num-queues=$SMP"
   wait_socket "$sock" "$LAST_PID" || { cat "$RUN_DIR/qsd-vublk.log" >&2; die "qemu-storage-daemon did not start"; }
-  QARGS+=(-chardev "socket,id=vublk0,path=$sock" -device vhost-user-blk-pci,chardev=vublk0,addr=0x7,num-queues=$SMP)
-  KARGS+=(vmstor.pci.vublk=0000:00:07.0)
+  QARGS+=(-chardev "socket,id=vublk0,path=$sock" -device vhost-user-blk-pci,chardev=vublk0,addr=0x8,num-queues=$SMP)
+  KARGS+=(vmstor.pci.vublk=0000:00:08.0)
   BACKEND_PIDS+=("$LAST_PID")
 }
 # The crash boot uses the vhost-user-blk export: the daemon must outlive the killed VMM.
@@ -259,7 +283,12 @@ declare -A RESULTS=()
 boot() {
   local name=$1 tests=$2 gaps append qemu_rc
   gaps=$(IFS=,; echo "${GAPS[*]:-}")
-  append="console=ttyS0 panic=-1 quiet loglevel=4 vmstor.tests=$tests vmstor.gaps=$gaps ${KARGS[*]} ${GUEST_APPEND:-}"
+  local dbs; dbs=$(IFS=,; echo "${DOORBELLS[*]:-}")
+  append="console=ttyS0 panic=-1 quiet loglevel=4 vmstor.tests=$tests vmstor.gaps=$gaps ${KARGS[*]}"
+  [ -n "$dbs" ] && append="$append vmstor.doorbell=$dbs"
+  append="$append ${GUEST_APPEND:-}"
+  PRE_QEMU=()
+  [ ${#PROXIES[@]} -gt 0 ] && PRE_QEMU=("$VMSTOR_PROXY_BIN" launch "${PROXIES[@]}" --)
   [ "$SHELL_MODE" = 1 ] && append="$append vmstor.shell=1"
   local q=(qemu-system-x86_64 -accel tcg -M pc -nodefaults -display none -no-reboot
            -bios "$QBOOT" -m 512 -smp "$SMP"
@@ -321,7 +350,7 @@ boot_crash() {
 }
 
 # ------------------------------------------------------------------ the runs
-declare -A AVAILABLE=([qemu]="ide vblk vscsi vublk" [vmstor]="ide vblk vscsi")
+declare -A AVAILABLE=([qemu]="ide vblk vscsi vublk proxy" [vmstor]="ide vblk vscsi proxy")
 [ -n "${AVAILABLE[$BACKEND]:-}" ] || die "unknown backend $BACKEND"
 USER_TESTS=$TESTS
 [ -n "$TESTS" ] || TESTS=$(echo ${AVAILABLE[$BACKEND]} | tr ' ' ,)
@@ -336,7 +365,7 @@ RUN_T0=$(date +%s.%N)
 if [ "$DO_MAIN" = 1 ]; then
   for t in $(echo "$TESTS" | tr , ' '); do
     case " ${AVAILABLE[$BACKEND]} " in *" $t "*) ;; *) die "backend $BACKEND has no test $t";; esac
-    new_image "$RUN_DIR/$t.img" 128
+    [ "$t" = proxy ] || new_image "$RUN_DIR/$t.img" 128
     "${t}_${BACKEND}" "$RUN_DIR/$t.img"
   done
   [ "$BACKEND" = vmstor ] && start_vmstor_serve
@@ -356,7 +385,7 @@ if [ "$DO_MAIN" = 1 ]; then
   fi
   [ "$FAILED" = 0 ] || SHOW_LOGS=1
   MAIN_WALL=$BOOT_WALL
-  QARGS=(); KARGS=(); GAPS=(); VMSTOR_ARGS=(); PRE_QEMU=(); WAIT_SOCKETS=()
+  QARGS=(); KARGS=(); GAPS=(); VMSTOR_ARGS=(); PROXIES=(); DOORBELLS=(); WAIT_SOCKETS=()
 fi
 
 if [ "$DO_CRASH" = 1 ]; then
@@ -392,7 +421,7 @@ if [ "$HOST_FAILS" -gt 0 ]; then
   FAILED=$((FAILED + 1)); FAILED_NAMES+=("host-checks($HOST_FAILS)"); SHOW_LOGS=1
 fi
 if [ "$SHOW_LOGS" = 1 ]; then
-  for f in "$RUN_DIR"/*-console.log "$RUN_DIR"/*-qemu.log "$RUN_DIR"/qsd-*.log "$RUN_DIR"/vmstor-serve.log "$RUN_DIR"/proxy.log; do
+  for f in "$RUN_DIR"/*-console.log "$RUN_DIR"/*-qemu.log "$RUN_DIR"/qsd-*.log "$RUN_DIR"/vmstor-serve.log "$RUN_DIR"/proxy-*.log; do
     [ -s "$f" ] || continue
     echo "=================== $f" >&2
     tr -d '\r' < "$f" | tail -n 400 >&2

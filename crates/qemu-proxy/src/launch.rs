@@ -1,18 +1,20 @@
-//! Starting QEMU and the remote on the two ends of one socket pair.
+//! Starting QEMU and the remotes, each pair on its own socket pair.
 //!
 //! `x-pci-proxy-dev` takes an inherited descriptor (`fd=N`), not a path, so a
-//! launcher must create a `socketpair()` and give one end to each process.
-//! [`launch`] does that: each child gets only its own end, as descriptor
-//! [`CHILD_FD`] (both ends are close-on-exec in the launcher, so neither child
-//! holds the other's end and each sees EOF when its peer dies). It appends
-//! `-device x-pci-proxy-dev,id=..,fd=3[,addr=..]` to QEMU's arguments and
-//! `--fd 3` to the remote's.
+//! launcher must create a `socketpair()` per proxied function and give one end
+//! to QEMU and the other to the remote. [`launch`] does that for any number of
+//! functions: remote `i` gets its end as descriptor [`REMOTE_FD`], QEMU gets
+//! its end of pair `i` as descriptor `QEMU_FD_BASE + i`. All ends are
+//! close-on-exec in the launcher, so no child holds an end meant for another
+//! process, and each side sees EOF when its peer dies. It appends
+//! `-device x-pci-proxy-dev,id=..,fd=N[,addr=..]` per function to QEMU's
+//! arguments and `--fd 3` to each remote's.
 //!
 //! Contract: [`launch`] returns QEMU's exit status (so `isa-debug-exit`
-//! results pass through). If the remote exits while QEMU runs, QEMU is killed
+//! results pass through). If a remote exits while QEMU runs, QEMU is killed
 //! and the result is an error: a guest whose device vanished must not pass.
-//! After QEMU exits, the remote gets [`REMOTE_GRACE`] to see EOF and exit,
-//! then it is killed.
+//! After QEMU exits, the remotes get [`REMOTE_GRACE`] to see EOF and exit,
+//! then they are killed.
 
 use std::ffi::OsString;
 use std::io;
@@ -25,16 +27,27 @@ use std::time::{Duration, Instant};
 
 use thiserror::Error;
 
-/// Descriptor number each child finds its end of the socket pair on.
-pub const CHILD_FD: RawFd = 3;
+/// Descriptor number each remote finds its end of the socket pair on.
+pub const REMOTE_FD: RawFd = 3;
+/// Descriptor number of QEMU's end of the first pair (then +1 per function).
+pub const QEMU_FD_BASE: RawFd = 3;
+/// Most functions one launch proxies.
+pub const MAX_PROXIES: usize = 8;
 /// How long the remote may take to exit after QEMU did.
 pub const REMOTE_GRACE: Duration = Duration::from_secs(5);
 
 /// What to start.
 #[derive(Debug, Clone)]
 pub struct LaunchSpec {
-    /// QEMU's program and arguments (without the proxy device).
+    /// QEMU's program and arguments (without the proxy devices).
     pub qemu: Vec<OsString>,
+    /// The proxied functions.
+    pub proxies: Vec<ProxySpec>,
+}
+
+/// One proxied function: its remote and its `x-pci-proxy-dev`.
+#[derive(Debug, Clone)]
+pub struct ProxySpec {
     /// The remote's program and arguments (without `--fd`).
     pub remote: Vec<OsString>,
     /// `id=` of the proxy device.
@@ -59,29 +72,39 @@ pub enum LaunchError {
         /// The error.
         err: io::Error,
     },
-    /// The remote exited while QEMU was running.
-    #[error("the remote exited ({0}) while QEMU was running; QEMU was killed")]
-    RemoteDied(ExitStatus),
+    /// A remote exited while QEMU was running.
+    #[error("remote {0} exited ({1}) while QEMU was running; QEMU was killed")]
+    RemoteDied(usize, ExitStatus),
+    /// No function, or more than [`MAX_PROXIES`].
+    #[error("{0} proxied functions (1..={MAX_PROXIES})")]
+    ProxyCount(usize),
 }
 
-fn io_err(what: &'static str) -> impl FnOnce(io::Error) -> LaunchError {
-    move |err| LaunchError::Io { what, err }
-}
-
-/// Makes `fd` the child's descriptor [`CHILD_FD`], without close-on-exec.
-fn give_fd(cmd: &mut Command, fd: RawFd) {
+/// Gives the child `pairs[i].0` as descriptor `pairs[i].1`, without
+/// close-on-exec. The sources are first duplicated above every target (with
+/// close-on-exec, so the copies vanish at exec), so one move cannot overwrite
+/// a source another move still needs.
+fn give_fds(cmd: &mut Command, pairs: Vec<(RawFd, RawFd)>) {
+    let high = pairs.iter().map(|p| p.0.max(p.1)).max().unwrap_or(0) + 1;
     // SAFETY: the closure runs in the child between fork and exec; it only
-    // calls dup2(2) and fcntl(2), which are async-signal-safe, and touches no
-    // memory but its two captured integers.
+    // calls fcntl(2) and dup2(2), which are async-signal-safe, and writes only
+    // to the vector it owns, whose capacity is reserved before the fork, so
+    // nothing allocates.
     unsafe {
+        let mut tmp: Vec<RawFd> = Vec::with_capacity(pairs.len());
         cmd.pre_exec(move || {
-            if fd == CHILD_FD {
-                // dup2 onto itself keeps close-on-exec set: clear it instead
-                if libc::fcntl(fd, libc::F_SETFD, 0) < 0 {
+            tmp.clear();
+            for &(src, _) in &pairs {
+                let t = libc::fcntl(src, libc::F_DUPFD_CLOEXEC, high);
+                if t < 0 {
                     return Err(io::Error::last_os_error());
                 }
-            } else if libc::dup2(fd, CHILD_FD) < 0 {
-                return Err(io::Error::last_os_error());
+                tmp.push(t);
+            }
+            for (&t, &(_, dst)) in tmp.iter().zip(&pairs) {
+                if libc::dup2(t, dst) < 0 {
+                    return Err(io::Error::last_os_error());
+                }
             }
             Ok(())
         });
@@ -93,73 +116,96 @@ fn kill_and_reap(c: &mut Child) {
     let _ = c.wait();
 }
 
-/// Starts the remote and QEMU on a fresh socket pair and waits for QEMU. See
-/// the module docs.
+/// Starts the remotes and QEMU and waits for QEMU. See the module docs.
 pub fn launch(spec: &LaunchSpec) -> Result<ExitStatus, LaunchError> {
+    let n = spec.proxies.len();
+    if n == 0 || n > MAX_PROXIES {
+        return Err(LaunchError::ProxyCount(n));
+    }
     let (qprog, qargs) = spec.qemu.split_first().ok_or(LaunchError::Empty("QEMU"))?;
-    let (rprog, rargs) = spec
-        .remote
-        .split_first()
-        .ok_or(LaunchError::Empty("remote"))?;
-    let (qemu_end, remote_end) = UnixStream::pair().map_err(io_err("socketpair"))?;
-
-    let mut remote = Command::new(rprog);
-    remote
-        .args(rargs)
-        .arg("--fd")
-        .arg(CHILD_FD.to_string())
-        .stdin(Stdio::null());
-    if let Some(log) = &spec.remote_log {
-        let f = std::fs::File::create(log).map_err(io_err("remote log"))?;
-        remote
-            .stdout(f.try_clone().map_err(io_err("remote log"))?)
-            .stderr(f);
+    let mut remotes: Vec<Child> = Vec::new();
+    let mut qemu_ends = Vec::new();
+    let fail = |remotes: &mut Vec<Child>, e: LaunchError| {
+        for r in remotes.iter_mut() {
+            kill_and_reap(r);
+        }
+        Err(e)
+    };
+    for p in &spec.proxies {
+        let Some((rprog, rargs)) = p.remote.split_first() else {
+            return fail(&mut remotes, LaunchError::Empty("remote"));
+        };
+        let (qemu_end, remote_end) = match UnixStream::pair() {
+            Ok(v) => v,
+            Err(err) => return fail(&mut remotes, LaunchError::Io { what: "socketpair", err }),
+        };
+        let mut remote = Command::new(rprog);
+        remote.args(rargs).arg("--fd").arg(REMOTE_FD.to_string()).stdin(Stdio::null());
+        if let Some(log) = &p.remote_log {
+            let f = match std::fs::File::create(log).and_then(|f| Ok((f.try_clone()?, f))) {
+                Ok(v) => v,
+                Err(err) => return fail(&mut remotes, LaunchError::Io { what: "remote log", err }),
+            };
+            remote.stdout(f.0).stderr(f.1);
+        }
+        give_fds(&mut remote, vec![(remote_end.as_raw_fd(), REMOTE_FD)]);
+        match remote.spawn() {
+            Ok(c) => remotes.push(c),
+            Err(err) => {
+                return fail(&mut remotes, LaunchError::Io { what: "starting a remote", err });
+            }
+        }
+        qemu_ends.push(qemu_end);
     }
-    give_fd(&mut remote, remote_end.as_raw_fd());
-    let mut remote = remote.spawn().map_err(io_err("starting the remote"))?;
-    drop(remote_end);
 
-    let mut dev = format!("x-pci-proxy-dev,id={},fd={CHILD_FD}", spec.device_id);
-    if let Some(a) = &spec.addr {
-        dev.push_str(",addr=");
-        dev.push_str(a);
-    }
     let mut qemu = Command::new(qprog);
-    qemu.args(qargs).arg("-device").arg(dev);
-    give_fd(&mut qemu, qemu_end.as_raw_fd());
+    qemu.args(qargs);
+    let mut moves = Vec::new();
+    for (i, (p, end)) in spec.proxies.iter().zip(&qemu_ends).enumerate() {
+        let fd = QEMU_FD_BASE + i as RawFd;
+        let mut dev = format!("x-pci-proxy-dev,id={},fd={fd}", p.device_id);
+        if let Some(a) = &p.addr {
+            dev.push_str(",addr=");
+            dev.push_str(a);
+        }
+        qemu.arg("-device").arg(dev);
+        moves.push((end.as_raw_fd(), fd));
+    }
+    give_fds(&mut qemu, moves);
     let mut qemu = match qemu.spawn() {
         Ok(c) => c,
-        Err(err) => {
-            kill_and_reap(&mut remote);
-            return Err(LaunchError::Io {
-                what: "starting QEMU",
-                err,
-            });
-        }
+        Err(err) => return fail(&mut remotes, LaunchError::Io { what: "starting QEMU", err }),
     };
-    drop(qemu_end);
+    drop(qemu_ends);
 
     let status = loop {
-        if let Some(s) = qemu.try_wait().map_err(io_err("waiting for QEMU"))? {
-            break s;
+        match qemu.try_wait() {
+            Ok(Some(s)) => break s,
+            Ok(None) => {}
+            Err(err) => {
+                kill_and_reap(&mut qemu);
+                return fail(&mut remotes, LaunchError::Io { what: "waiting for QEMU", err });
+            }
         }
-        if let Some(rs) = remote
-            .try_wait()
-            .map_err(io_err("waiting for the remote"))?
-        {
-            kill_and_reap(&mut qemu);
-            return Err(LaunchError::RemoteDied(rs));
+        for (i, r) in remotes.iter_mut().enumerate() {
+            if let Ok(Some(rs)) = r.try_wait() {
+                kill_and_reap(&mut qemu);
+                let e = LaunchError::RemoteDied(i, rs);
+                return fail(&mut remotes, e);
+            }
         }
         sleep(Duration::from_millis(20));
     };
     let deadline = Instant::now() + REMOTE_GRACE;
-    loop {
-        match remote.try_wait() {
-            Ok(Some(_)) => break,
-            Ok(None) if Instant::now() < deadline => sleep(Duration::from_millis(20)),
-            _ => {
-                kill_and_reap(&mut remote);
-                break;
+    for r in remotes.iter_mut() {
+        loop {
+            match r.try_wait() {
+                Ok(Some(_)) => break,
+                Ok(None) if Instant::now() < deadline => sleep(Duration::from_millis(20)),
+                _ => {
+                    kill_and_reap(r);
+                    break;
+                }
             }
         }
     }

@@ -3,7 +3,7 @@
 //! QEMU and the remote on one socket pair.
 //!
 //! ```text
-//! vmstor-qemu-proxy launch [--device testdev] [--doorbell SOCK] [--addr SLOT] [--log FILE] -- QEMU ARGS...
+//! vmstor-qemu-proxy launch --proxy device=testdev[,addr=SLOT][,id=ID][,doorbell=SOCK][,log=FILE][,verbose] [--proxy ...] -- QEMU ARGS...
 //! vmstor-qemu-proxy remote --fd N [--device testdev] [--doorbell SOCK] [--verbose]
 //! ```
 //! Devices: `testdev` (see `vmstor_qemu_proxy::testdev`). The IDE controller
@@ -19,7 +19,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use vmstor_qemu_proxy::irq::{Doorbell, IrqLine};
-use vmstor_qemu_proxy::launch::{launch, LaunchSpec};
+use vmstor_qemu_proxy::launch::{launch, LaunchSpec, ProxySpec};
 use vmstor_qemu_proxy::server::{serve, Remote};
 use vmstor_qemu_proxy::testdev::TestDevice;
 
@@ -37,6 +37,14 @@ struct Cli {
 enum DeviceKind {
     /// The test function (MMIO + I/O BARs, DMA, INTx).
     Testdev,
+}
+
+impl DeviceKind {
+    fn name(self) -> &'static str {
+        match self {
+            DeviceKind::Testdev => "testdev",
+        }
+    }
 }
 
 #[derive(Subcommand, Debug)]
@@ -57,30 +65,57 @@ enum Cmd {
         #[arg(long)]
         verbose: bool,
     },
-    /// Start the remote and QEMU on one socket pair; exits with QEMU's status.
+    /// Start QEMU and one remote per `--proxy`, each pair on its own socket
+    /// pair; exits with QEMU's status (125 if the launch failed or a remote died).
     Launch {
-        /// The device to present.
-        #[arg(long, value_enum, default_value = "testdev")]
-        device: DeviceKind,
-        /// Doorbell chardev socket (see `remote`).
-        #[arg(long)]
-        doorbell: Option<PathBuf>,
-        /// PCI slot of the proxy device (`addr=`).
-        #[arg(long)]
-        addr: Option<String>,
-        /// `id=` of the proxy device.
-        #[arg(long, default_value = "vmstor-proxy0")]
-        id: String,
-        /// The remote's log file.
-        #[arg(long)]
-        log: Option<PathBuf>,
-        /// Log every message.
-        #[arg(long)]
-        verbose: bool,
+        /// A proxied function: `device=KIND[,addr=SLOT][,id=ID][,doorbell=SOCK][,log=FILE][,verbose]`.
+        #[arg(long = "proxy", required = true, value_parser = parse_proxy)]
+        proxies: Vec<ProxyArg>,
         /// QEMU's command line.
         #[arg(last = true, required = true)]
         qemu: Vec<OsString>,
     },
+}
+
+#[derive(Clone, Debug)]
+struct ProxyArg {
+    device: DeviceKind,
+    addr: Option<String>,
+    id: Option<String>,
+    doorbell: Option<PathBuf>,
+    log: Option<PathBuf>,
+    verbose: bool,
+}
+
+fn parse_proxy(s: &str) -> Result<ProxyArg, String> {
+    let mut p = ProxyArg {
+        device: DeviceKind::Testdev,
+        addr: None,
+        id: None,
+        doorbell: None,
+        log: None,
+        verbose: false,
+    };
+    let mut have_device = false;
+    for item in s.split(',') {
+        let (k, v) = item.split_once('=').unwrap_or((item, ""));
+        match k {
+            "device" => {
+                p.device = DeviceKind::from_str(v, false)?;
+                have_device = true;
+            }
+            "addr" => p.addr = Some(v.to_string()),
+            "id" => p.id = Some(v.to_string()),
+            "doorbell" => p.doorbell = Some(v.into()),
+            "log" => p.log = Some(v.into()),
+            "verbose" => p.verbose = true,
+            _ => return Err(format!("unknown proxy option '{k}'")),
+        }
+    }
+    if !have_device {
+        return Err("device= is required".into());
+    }
+    Ok(p)
 }
 
 fn remote_main(fd: i32, device: DeviceKind, doorbell: Option<PathBuf>, verbose: bool) -> ExitCode {
@@ -145,15 +180,7 @@ fn main() -> ExitCode {
             doorbell,
             verbose,
         } => remote_main(fd, device, doorbell, verbose),
-        Cmd::Launch {
-            device,
-            doorbell,
-            addr,
-            id,
-            log,
-            verbose,
-            qemu,
-        } => {
+        Cmd::Launch { proxies, qemu } => {
             let exe = match std::env::current_exe() {
                 Ok(p) => p,
                 Err(e) => {
@@ -161,28 +188,29 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            let mut remote: Vec<OsString> = vec![exe.into(), "remote".into(), "--device".into()];
-            remote.push(
-                match device {
-                    DeviceKind::Testdev => "testdev",
-                }
-                .into(),
-            );
-            if let Some(d) = doorbell {
-                remote.push("--doorbell".into());
-                remote.push(d.into());
-            }
-            if verbose {
-                remote.push("--verbose".into());
-            }
-            let spec = LaunchSpec {
-                qemu,
-                remote,
-                device_id: id,
-                addr,
-                remote_log: log,
-            };
-            match launch(&spec) {
+            let proxies = proxies
+                .into_iter()
+                .enumerate()
+                .map(|(i, p)| {
+                    let mut remote: Vec<OsString> =
+                        vec![exe.clone().into(), "remote".into(), "--device".into()];
+                    remote.push(p.device.name().into());
+                    if let Some(d) = p.doorbell {
+                        remote.push("--doorbell".into());
+                        remote.push(d.into());
+                    }
+                    if p.verbose {
+                        remote.push("--verbose".into());
+                    }
+                    ProxySpec {
+                        remote,
+                        device_id: p.id.unwrap_or_else(|| format!("vmstor-proxy{i}")),
+                        addr: p.addr,
+                        remote_log: p.log,
+                    }
+                })
+                .collect();
+            match launch(&LaunchSpec { qemu, proxies }) {
                 Ok(status) => {
                     use std::os::unix::process::ExitStatusExt;
                     let code = status
