@@ -121,6 +121,17 @@ mod tests {
         }
     }
 
+    /// The checked-in seed corpus reaches the device (and stops where meant to).
+    #[test]
+    fn seed_corpus() {
+        let dir =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/corpus/qemu_proxy");
+        let run = |name: &str| fuzz_entry(&std::fs::read(dir.join(name)).unwrap());
+        assert_eq!(run("realize"), 2 + 24 + 1);
+        assert_eq!(run("registers"), 17);
+        assert_eq!(run("malformed"), 1);
+    }
+
     /// Random byte strings, and streams of well-formed headers with random
     /// payloads (which reach the device instead of stopping at the header).
     #[test]

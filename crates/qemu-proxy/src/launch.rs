@@ -137,14 +137,34 @@ pub fn launch(spec: &LaunchSpec) -> Result<ExitStatus, LaunchError> {
         };
         let (qemu_end, remote_end) = match UnixStream::pair() {
             Ok(v) => v,
-            Err(err) => return fail(&mut remotes, LaunchError::Io { what: "socketpair", err }),
+            Err(err) => {
+                return fail(
+                    &mut remotes,
+                    LaunchError::Io {
+                        what: "socketpair",
+                        err,
+                    },
+                )
+            }
         };
         let mut remote = Command::new(rprog);
-        remote.args(rargs).arg("--fd").arg(REMOTE_FD.to_string()).stdin(Stdio::null());
+        remote
+            .args(rargs)
+            .arg("--fd")
+            .arg(REMOTE_FD.to_string())
+            .stdin(Stdio::null());
         if let Some(log) = &p.remote_log {
             let f = match std::fs::File::create(log).and_then(|f| Ok((f.try_clone()?, f))) {
                 Ok(v) => v,
-                Err(err) => return fail(&mut remotes, LaunchError::Io { what: "remote log", err }),
+                Err(err) => {
+                    return fail(
+                        &mut remotes,
+                        LaunchError::Io {
+                            what: "remote log",
+                            err,
+                        },
+                    )
+                }
             };
             remote.stdout(f.0).stderr(f.1);
         }
@@ -152,7 +172,13 @@ pub fn launch(spec: &LaunchSpec) -> Result<ExitStatus, LaunchError> {
         match remote.spawn() {
             Ok(c) => remotes.push(c),
             Err(err) => {
-                return fail(&mut remotes, LaunchError::Io { what: "starting a remote", err });
+                return fail(
+                    &mut remotes,
+                    LaunchError::Io {
+                        what: "starting a remote",
+                        err,
+                    },
+                );
             }
         }
         qemu_ends.push(qemu_end);
@@ -174,7 +200,15 @@ pub fn launch(spec: &LaunchSpec) -> Result<ExitStatus, LaunchError> {
     give_fds(&mut qemu, moves);
     let mut qemu = match qemu.spawn() {
         Ok(c) => c,
-        Err(err) => return fail(&mut remotes, LaunchError::Io { what: "starting QEMU", err }),
+        Err(err) => {
+            return fail(
+                &mut remotes,
+                LaunchError::Io {
+                    what: "starting QEMU",
+                    err,
+                },
+            )
+        }
     };
     drop(qemu_ends);
 
@@ -184,7 +218,13 @@ pub fn launch(spec: &LaunchSpec) -> Result<ExitStatus, LaunchError> {
             Ok(None) => {}
             Err(err) => {
                 kill_and_reap(&mut qemu);
-                return fail(&mut remotes, LaunchError::Io { what: "waiting for QEMU", err });
+                return fail(
+                    &mut remotes,
+                    LaunchError::Io {
+                        what: "waiting for QEMU",
+                        err,
+                    },
+                );
             }
         }
         for (i, r) in remotes.iter_mut().enumerate() {
