@@ -5,6 +5,7 @@
 //! line a controller cannot express), 2 usage error.
 
 mod run;
+mod serve;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -103,6 +104,14 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Serve disks to a VMM over vhost-user (vhost-user-blk, vhost-user-scsi):
+    /// a storage daemon. See `vmstor serve --help`.
+    #[command(disable_help_flag = true)]
+    Serve {
+        /// Exports and their options (`vmstor serve --help` lists them).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
 }
 
 fn parse_controller(s: &str) -> Result<Controller, String> {
@@ -122,6 +131,7 @@ fn parse_stable(s: &str) -> Result<StableWrites, String> {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let r = match cli.cmd {
+        Cmd::Serve { args } => return serve::main(&args),
         Cmd::Demo {
             image,
             controllers,

@@ -1,0 +1,752 @@
+//! `vmstor serve --vhost-user-blk` driven through a real vhost-user front
+//! end (rust-vmm `vhost`'s `Frontend`): guest memory is a memfd shared with
+//! the daemon, virtqueues are laid out in it by this file's tiny driver,
+//! kicks and interrupts are eventfds. The daemon is the real binary; its
+//! counters file (JSON) is how the host side is observed.
+
+use std::fs::File;
+use std::os::fd::FromRawFd;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use vhost::vhost_user::message::{
+    VhostUserConfigFlags, VhostUserProtocolFeatures, VhostUserVirtioFeatures,
+};
+use vhost::vhost_user::{Frontend, VhostUserFrontend};
+use vhost::{VhostBackend, VhostUserMemoryRegionInfo, VringConfigData};
+use vm_memory::mmap::MmapRegion;
+use vm_memory::{Bytes, FileOffset, GuestAddress, GuestMemoryMmap, GuestRegionMmap};
+use vmm_sys_util::eventfd::EventFd;
+
+const MEM_SIZE: usize = 4 << 20;
+const QSIZE: u16 = 256;
+const IMAGE_SIZE: u64 = 1 << 20;
+
+// virtio-blk request types and feature bits (virtio 1.2 §5.2).
+const T_IN: u32 = 0;
+const T_OUT: u32 = 1;
+const T_FLUSH: u32 = 4;
+const T_GET_ID: u32 = 8;
+const F_FLUSH: u64 = 1 << 9;
+const F_CONFIG_WCE: u64 = 1 << 11;
+const F_MQ: u64 = 1 << 12;
+const F_EVENT_IDX: u64 = 1 << 29;
+const F_VERSION_1: u64 = 1 << 32;
+/// Offset of `writeback` in `struct virtio_blk_config`.
+const WRITEBACK_OFFSET: u32 = 32;
+
+const DESC_F_NEXT: u16 = 1;
+const DESC_F_WRITE: u16 = 2;
+
+/// Generous bound for anything the daemon does; tests never assert on time.
+const PATIENCE: Duration = Duration::from_secs(30);
+
+struct Daemon {
+    child: Option<Child>,
+    socket: PathBuf,
+    counters: PathBuf,
+    log: PathBuf,
+    _dir: tempfile::TempDir,
+    image: PathBuf,
+}
+
+impl Daemon {
+    /// Starts `vmstor serve` on a fresh 1 MiB image with `extra` export
+    /// options.
+    fn start(extra: &[&str]) -> Daemon {
+        let dir = tempfile::tempdir().unwrap();
+        let image = dir.path().join("disk.img");
+        let f = File::create(&image).unwrap();
+        f.set_len(IMAGE_SIZE).unwrap();
+        drop(f);
+        let socket = dir.path().join("vu.sock");
+        let counters = dir.path().join("counters.json");
+        let log = dir.path().join("daemon.log");
+        let mut args: Vec<String> = vec![
+            "serve".into(),
+            "--counters".into(),
+            counters.display().to_string(),
+            "--vhost-user-blk".into(),
+            socket.display().to_string(),
+            "--image".into(),
+            image.display().to_string(),
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let child = Command::new(env!("CARGO_BIN_EXE_vmstor"))
+            .args(&args)
+            .env("VMSTOR_LOG", "debug")
+            .stdout(Stdio::null())
+            .stderr(File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        let d = Daemon {
+            child: Some(child),
+            socket,
+            counters,
+            log,
+            _dir: dir,
+            image,
+        };
+        d.wait_until("socket", || d.socket.exists());
+        d
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn wait_until(&self, what: &str, mut f: impl FnMut() -> bool) {
+        let t = Instant::now();
+        while !f() {
+            assert!(
+                t.elapsed() < PATIENCE,
+                "gave up waiting for {what}; daemon log:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    fn signal(&self, sig: i32) {
+        let pid = self.child.as_ref().unwrap().id() as i32;
+        // SAFETY: plain kill(2) on our own child.
+        assert_eq!(unsafe { libc::kill(pid, sig) }, 0);
+    }
+
+    fn counters(&self) -> Value {
+        std::fs::read_to_string(&self.counters)
+            .ok()
+            .and_then(|s| serde_json::from_str(&s).ok())
+            .unwrap_or(Value::Null)
+    }
+
+    /// Asks for fresh counters (SIGUSR1) until `f` holds for export 0.
+    fn counters_until(&self, what: &str, f: impl Fn(&Value) -> bool) -> Value {
+        let mut last = Value::Null;
+        self.wait_until(what, || {
+            self.signal(libc::SIGUSR1);
+            std::thread::sleep(Duration::from_millis(20));
+            last = self.counters();
+            f(&last["exports"][0])
+        });
+        last["exports"][0].clone()
+    }
+
+    /// SIGTERM, then the exit status.
+    fn terminate(&mut self) -> std::process::ExitStatus {
+        self.signal(libc::SIGTERM);
+        let mut child = self.child.take().unwrap();
+        let t = Instant::now();
+        loop {
+            if let Some(s) = child.try_wait().unwrap() {
+                return s;
+            }
+            if t.elapsed() > PATIENCE {
+                let _ = child.kill();
+                panic!("daemon did not exit on SIGTERM; log:\n{}", self.log());
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    fn image_bytes(&self) -> Vec<u8> {
+        std::fs::read(&self.image).unwrap()
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn disk(c: &Value) -> &Value {
+    &c["disks"][0]
+}
+
+fn num(v: &Value) -> u64 {
+    v.as_u64().unwrap_or_else(|| panic!("not a number: {v}"))
+}
+
+/// One split virtqueue laid out in guest memory.
+struct Vq {
+    desc: u64,
+    avail: u64,
+    used: u64,
+    next_avail: u16,
+    last_used: u16,
+    next_desc: u16,
+    kick: EventFd,
+    call: EventFd,
+}
+
+/// A guest: memfd memory shared with the daemon, a front end, queues.
+struct Guest {
+    fe: Frontend,
+    mem: GuestMemoryMmap,
+    host_base: u64,
+    queues: Vec<Vq>,
+    bump: u64,
+    features: u64,
+}
+
+fn memfd(size: usize) -> File {
+    let name = c"vmstor-test-guest";
+    // SAFETY: memfd_create with a valid C string; the fd is owned below.
+    let fd = unsafe { libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC) };
+    assert!(fd >= 0, "memfd_create failed");
+    // SAFETY: fd is a fresh, owned descriptor.
+    let f = unsafe { File::from_raw_fd(fd) };
+    f.set_len(size as u64).unwrap();
+    f
+}
+
+struct Req {
+    ty: u32,
+    sector: u64,
+    /// Device-readable payload (OUT).
+    out: Vec<u8>,
+    /// Device-writable payload length (IN, GET_ID).
+    in_len: usize,
+}
+
+impl Req {
+    fn write(sector: u64, data: &[u8]) -> Req {
+        Req {
+            ty: T_OUT,
+            sector,
+            out: data.to_vec(),
+            in_len: 0,
+        }
+    }
+    fn read(sector: u64, len: usize) -> Req {
+        Req {
+            ty: T_IN,
+            sector,
+            out: Vec::new(),
+            in_len: len,
+        }
+    }
+    fn flush() -> Req {
+        Req {
+            ty: T_FLUSH,
+            sector: 0,
+            out: Vec::new(),
+            in_len: 0,
+        }
+    }
+    fn get_id() -> Req {
+        Req {
+            ty: T_GET_ID,
+            sector: 0,
+            out: Vec::new(),
+            in_len: 20,
+        }
+    }
+}
+
+struct Reply {
+    status: u8,
+    data: Vec<u8>,
+    used_len: u32,
+}
+
+impl Guest {
+    /// Connects and negotiates `want` (masked by what is offered) with
+    /// `queues` queues.
+    fn connect(socket: &Path, queues: usize, want: u64) -> Guest {
+        let file = memfd(MEM_SIZE);
+        let region = MmapRegion::from_file(FileOffset::new(file, 0), MEM_SIZE).unwrap();
+        let region = GuestRegionMmap::new(region, GuestAddress(0)).unwrap();
+        let info = VhostUserMemoryRegionInfo::from_guest_region(&region).unwrap();
+        let host_base = info.userspace_addr;
+        let mem = GuestMemoryMmap::from_regions(vec![region]).unwrap();
+
+        let mut fe = Frontend::connect(socket, queues as u64).unwrap();
+        fe.set_owner().unwrap();
+        let offered = fe.get_features().unwrap();
+        assert_ne!(
+            offered & VhostUserVirtioFeatures::PROTOCOL_FEATURES.bits(),
+            0
+        );
+        let pf = fe.get_protocol_features().unwrap();
+        assert!(pf.contains(VhostUserProtocolFeatures::CONFIG | VhostUserProtocolFeatures::MQ));
+        fe.set_protocol_features(
+            VhostUserProtocolFeatures::CONFIG
+                | VhostUserProtocolFeatures::MQ
+                | VhostUserProtocolFeatures::REPLY_ACK,
+        )
+        .unwrap();
+        assert!(fe.get_queue_num().unwrap() >= queues as u64);
+        let features = (offered & want) | VhostUserVirtioFeatures::PROTOCOL_FEATURES.bits();
+        fe.set_features(features).unwrap();
+        fe.set_mem_table(&[info]).unwrap();
+        let mut g = Guest {
+            fe,
+            mem,
+            host_base,
+            queues: Vec::new(),
+            bump: 1 << 20,
+            features,
+        };
+        for q in 0..queues {
+            g.add_queue(q);
+        }
+        g
+    }
+
+    fn add_queue(&mut self, q: usize) {
+        let base = (q as u64) * 0x10000;
+        let vq = Vq {
+            desc: base,
+            avail: base + 16 * u64::from(QSIZE),
+            used: base + 0x8000,
+            next_avail: 0,
+            last_used: 0,
+            next_desc: 0,
+            kick: EventFd::new(0).unwrap(),
+            call: EventFd::new(libc::EFD_NONBLOCK).unwrap(),
+        };
+        self.fe.set_vring_num(q, QSIZE).unwrap();
+        self.fe
+            .set_vring_addr(
+                q,
+                &VringConfigData {
+                    queue_max_size: QSIZE,
+                    queue_size: QSIZE,
+                    flags: 0,
+                    desc_table_addr: self.host_base + vq.desc,
+                    used_ring_addr: self.host_base + vq.used,
+                    avail_ring_addr: self.host_base + vq.avail,
+                    log_addr: None,
+                },
+            )
+            .unwrap();
+        self.fe.set_vring_base(q, 0).unwrap();
+        self.fe.set_vring_call(q, &vq.call).unwrap();
+        self.fe.set_vring_kick(q, &vq.kick).unwrap();
+        self.fe.set_vring_enable(q, true).unwrap();
+        self.queues.push(vq);
+    }
+
+    fn alloc(&mut self, len: usize) -> u64 {
+        let a = self.bump;
+        self.bump += (len as u64).div_ceil(64) * 64 + 64;
+        assert!(self.bump < MEM_SIZE as u64, "test guest out of memory");
+        a
+    }
+
+    /// Posts raw descriptors `(addr, len, device_writable)` as one chain on
+    /// queue `q` and kicks. Returns the head.
+    fn post(&mut self, q: usize, descs: &[(u64, u32, bool)]) -> u16 {
+        let event_idx = self.features & F_EVENT_IDX != 0;
+        let vq = &mut self.queues[q];
+        let head = vq.next_desc;
+        for (i, &(addr, len, w)) in descs.iter().enumerate() {
+            let idx = (vq.next_desc + i as u16) % QSIZE;
+            let next = (idx + 1) % QSIZE;
+            let mut flags = if w { DESC_F_WRITE } else { 0 };
+            if i + 1 < descs.len() {
+                flags |= DESC_F_NEXT;
+            }
+            let d = vq.desc + 16 * u64::from(idx);
+            self.mem.write_obj(addr.to_le(), GuestAddress(d)).unwrap();
+            self.mem
+                .write_obj(len.to_le(), GuestAddress(d + 8))
+                .unwrap();
+            self.mem
+                .write_obj(flags.to_le(), GuestAddress(d + 12))
+                .unwrap();
+            self.mem
+                .write_obj(next.to_le(), GuestAddress(d + 14))
+                .unwrap();
+        }
+        vq.next_desc = (vq.next_desc + descs.len() as u16) % QSIZE;
+        let slot = vq.avail + 4 + 2 * u64::from(vq.next_avail % QSIZE);
+        self.mem
+            .write_obj(head.to_le(), GuestAddress(slot))
+            .unwrap();
+        vq.next_avail = vq.next_avail.wrapping_add(1);
+        if event_idx {
+            // used_event: interrupt on the next completion.
+            let ue = vq.used + 4 + 8 * u64::from(QSIZE);
+            self.mem
+                .write_obj(vq.last_used.to_le(), GuestAddress(ue))
+                .unwrap();
+        }
+        std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
+        self.mem
+            .write_obj(vq.next_avail.to_le(), GuestAddress(vq.avail + 2))
+            .unwrap();
+        vq.kick.write(1).unwrap();
+        head
+    }
+
+    /// Builds a virtio-blk request, posts it; returns (head, data addr,
+    /// status addr).
+    fn submit(&mut self, q: usize, r: &Req) -> (u16, u64, u64) {
+        let hdr = self.alloc(16);
+        self.mem.write_obj(r.ty.to_le(), GuestAddress(hdr)).unwrap();
+        self.mem.write_obj(0u32, GuestAddress(hdr + 4)).unwrap();
+        self.mem
+            .write_obj(r.sector.to_le(), GuestAddress(hdr + 8))
+            .unwrap();
+        let mut descs = vec![(hdr, 16, false)];
+        let mut data = 0;
+        if !r.out.is_empty() {
+            data = self.alloc(r.out.len());
+            self.mem.write_slice(&r.out, GuestAddress(data)).unwrap();
+            descs.push((data, r.out.len() as u32, false));
+        }
+        if r.in_len > 0 {
+            data = self.alloc(r.in_len);
+            self.mem
+                .write_slice(&vec![0xee; r.in_len], GuestAddress(data))
+                .unwrap();
+            descs.push((data, r.in_len as u32, true));
+        }
+        let status = self.alloc(1);
+        self.mem.write_obj(0xffu8, GuestAddress(status)).unwrap();
+        descs.push((status, 1, true));
+        let head = self.post(q, &descs);
+        (head, data, status)
+    }
+
+    /// The next used entry of queue `q`, if there is one now.
+    fn try_used(&mut self, q: usize) -> Option<(u16, u32)> {
+        let vq = &mut self.queues[q];
+        let idx: u16 = self.mem.read_obj(GuestAddress(vq.used + 2)).unwrap();
+        if u16::from_le(idx) == vq.last_used {
+            return None;
+        }
+        let e = vq.used + 4 + 8 * u64::from(vq.last_used % QSIZE);
+        let id: u32 = self.mem.read_obj(GuestAddress(e)).unwrap();
+        let len: u32 = self.mem.read_obj(GuestAddress(e + 4)).unwrap();
+        vq.last_used = vq.last_used.wrapping_add(1);
+        Some((u32::from_le(id) as u16, u32::from_le(len)))
+    }
+
+    fn wait_used(&mut self, q: usize, d: &Daemon) -> (u16, u32) {
+        let t = Instant::now();
+        loop {
+            if let Some(u) = self.try_used(q) {
+                return u;
+            }
+            assert!(
+                t.elapsed() < PATIENCE,
+                "no completion on queue {q}; daemon log:\n{}",
+                d.log()
+            );
+            let _ = self.queues[q].call.read();
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+
+    /// Runs one request to completion.
+    fn run(&mut self, q: usize, r: &Req, d: &Daemon) -> Reply {
+        self.bump = 1 << 20;
+        let (head, data, status) = self.submit(q, r);
+        let (id, used_len) = self.wait_used(q, d);
+        assert_eq!(id, head, "completions in submission order on an idle queue");
+        self.reply(data, status, r.in_len, used_len)
+    }
+
+    fn reply(&self, data: u64, status: u64, in_len: usize, used_len: u32) -> Reply {
+        let mut buf = vec![0; in_len];
+        if in_len > 0 {
+            self.mem.read_slice(&mut buf, GuestAddress(data)).unwrap();
+        }
+        Reply {
+            status: self.mem.read_obj(GuestAddress(status)).unwrap(),
+            data: buf,
+            used_len,
+        }
+    }
+
+    fn config(&mut self) -> Vec<u8> {
+        let (_, buf) = self
+            .fe
+            .get_config(0, 60, VhostUserConfigFlags::WRITABLE, &[0u8; 60])
+            .unwrap();
+        buf
+    }
+
+    fn set_writeback(&mut self, on: bool) -> Result<(), vhost::Error> {
+        self.fe.set_config(
+            WRITEBACK_OFFSET,
+            VhostUserConfigFlags::WRITABLE,
+            &[u8::from(on)],
+        )
+    }
+}
+
+fn pattern(seed: u8, len: usize) -> Vec<u8> {
+    (0..len)
+        .map(|i| seed.wrapping_add((i * 7 % 251) as u8))
+        .collect()
+}
+
+const WANT: u64 = F_FLUSH | F_CONFIG_WCE | F_VERSION_1 | F_EVENT_IDX | F_MQ;
+
+#[test]
+fn usage_errors_exit_2_and_help_lists_options() {
+    let out = Command::new(env!("CARGO_BIN_EXE_vmstor"))
+        .args(["serve", "--vhost-user-blk", "/nonexistent/s"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("needs --image"));
+    let out = Command::new(env!("CARGO_BIN_EXE_vmstor"))
+        .args(["serve", "--help"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let help = String::from_utf8_lossy(&out.stdout);
+    for opt in [
+        "--vhost-user-blk",
+        "--image",
+        "--werror",
+        "--counters",
+        "SIGUSR2",
+    ] {
+        assert!(help.contains(opt), "{opt} missing from help");
+    }
+}
+
+#[test]
+fn flush_is_fdatasync_writes_reach_the_image_and_sigterm_flushes_and_exits_0() {
+    let mut d = Daemon::start(&["--serial", "vmstor-test"]);
+    let mut g = Guest::connect(&d.socket, 1, WANT);
+    assert_ne!(g.features & F_FLUSH, 0, "FLUSH is offered");
+    let cfg = g.config();
+    assert_eq!(
+        u64::from_le_bytes(cfg[0..8].try_into().unwrap()),
+        IMAGE_SIZE / 512
+    );
+    assert_eq!(
+        cfg[WRITEBACK_OFFSET as usize], 1,
+        "writeback cache by default"
+    );
+
+    let id = g.run(0, &Req::get_id(), &d);
+    assert_eq!(id.status, 0);
+    assert_eq!(&id.data[..11], b"vmstor-test");
+
+    let data = pattern(1, 4096);
+    let w = g.run(0, &Req::write(8, &data), &d);
+    assert_eq!((w.status, w.used_len), (0, 1));
+    let r = g.run(0, &Req::read(8, 4096), &d);
+    assert_eq!(r.status, 0);
+    assert_eq!(r.used_len, 4097, "data + status");
+    assert_eq!(r.data, data);
+
+    let before = d.counters_until("the write in the counters", |c| {
+        num(&disk(c)["writes"]) == 1
+    });
+    let syncs = num(&disk(&before)["fdatasyncs"]);
+    assert_eq!(num(&disk(&before)["flushes_asked"]), 0);
+    assert_eq!(g.run(0, &Req::flush(), &d).status, 0);
+    let after = d.counters_until("the flush in the counters", |c| {
+        num(&disk(c)["flushes_asked"]) == 1
+    });
+    assert_eq!(
+        num(&disk(&after)["fdatasyncs"]),
+        syncs + 1,
+        "a guest flush after a write is exactly one fdatasync"
+    );
+    assert_eq!(&d.image_bytes()[4096..8192], &data[..]);
+
+    // A volatile write, then SIGTERM: the daemon flushes it and exits 0.
+    let data2 = pattern(9, 512);
+    assert_eq!(g.run(0, &Req::write(100, &data2), &d).status, 0);
+    let status = d.terminate();
+    assert_eq!(status.code(), Some(0), "log:\n{}", d.log());
+    let last = d.counters()["exports"][0].clone();
+    assert_eq!(num(&disk(&last)["writes"]), 2);
+    assert_eq!(
+        num(&disk(&last)["fdatasyncs"]),
+        syncs + 2,
+        "the exit flush covers the last write"
+    );
+    assert_eq!(&d.image_bytes()[51200..51712], &data2[..]);
+    assert!(d.log().contains("stopping"), "{}", d.log());
+}
+
+#[test]
+fn writeback_1_to_0_flushes_before_the_config_write_is_acknowledged() {
+    let mut d = Daemon::start(&[]);
+    let mut g = Guest::connect(&d.socket, 1, WANT);
+    assert_eq!(g.run(0, &Req::write(0, &pattern(3, 4096)), &d).status, 0);
+    let c0 = d.counters_until("the write", |c| num(&disk(c)["writes"]) == 1);
+    let s0 = num(&disk(&c0)["fdatasyncs"]);
+    assert!(disk(&c0)["write_cache"].as_bool().unwrap());
+
+    // REPLY_ACK: set_config returns once the daemon answered, i.e. after
+    // the flush (no SIGUSR1 race: the counters are read afterwards).
+    g.set_writeback(false).unwrap();
+    let c1 = d.counters_until("write cache off", |c| {
+        disk(c)["write_cache"].as_bool() == Some(false)
+    });
+    assert_eq!(
+        num(&disk(&c1)["fdatasyncs"]),
+        s0 + 1,
+        "1→0 flushed the dirty write"
+    );
+    assert_eq!(g.config()[WRITEBACK_OFFSET as usize], 0);
+    // Write-through now: a write is durable on completion, so the exit has
+    // nothing left to flush beyond it (the flush is elided or shared).
+    assert_eq!(g.run(0, &Req::write(16, &pattern(4, 512)), &d).status, 0);
+
+    // Back to writeback (FLUSH and CONFIG_WCE negotiated).
+    g.set_writeback(true).unwrap();
+    let c2 = d.counters_until("write cache on", |c| {
+        disk(c)["write_cache"].as_bool() == Some(true)
+    });
+    assert_eq!(num(&disk(&c2)["fdatasyncs"]), s0 + 1, "0→1 needs no flush");
+    assert_eq!(g.config()[WRITEBACK_OFFSET as usize], 1);
+    assert_eq!(d.terminate().code(), Some(0));
+}
+
+#[test]
+fn a_driver_without_flush_gets_write_through() {
+    let mut d = Daemon::start(&[]);
+    let mut g = Guest::connect(&d.socket, 1, F_VERSION_1);
+    assert_eq!(g.features & F_FLUSH, 0);
+    assert_eq!(g.run(0, &Req::write(0, &pattern(5, 512)), &d).status, 0);
+    let c = d.counters_until("the write", |c| num(&disk(c)["writes"]) == 1);
+    assert_eq!(disk(&c)["write_cache"].as_bool(), Some(false));
+    assert_eq!(d.terminate().code(), Some(0));
+}
+
+#[test]
+fn stop_policy_holds_a_failed_write_until_sigusr2() {
+    // Host op 1 (the first write) fails with ENOSPC; --werror stop holds it.
+    let mut d = Daemon::start(&["--werror", "stop", "--x-inject-fault", "1:enospc"]);
+    let mut g = Guest::connect(&d.socket, 1, WANT);
+    let data = pattern(7, 4096);
+    g.bump = 1 << 20;
+    let (head, _, status) = g.submit(0, &Req::write(24, &data));
+    let c = d.counters_until("the held write", |c| num(&disk(c)["held_now"]) == 1);
+    assert_eq!(disk(&c)["errors"]["ENOSPC"], 1);
+    assert!(g.try_used(0).is_none(), "a held request is not completed");
+    assert_eq!(g.mem.read_obj::<u8>(GuestAddress(status)).unwrap(), 0xff);
+
+    d.signal(libc::SIGUSR2);
+    let (id, len) = g.wait_used(0, &d);
+    assert_eq!((id, len), (head, 1));
+    assert_eq!(
+        g.mem.read_obj::<u8>(GuestAddress(status)).unwrap(),
+        0,
+        "retried OK"
+    );
+    let r = g.run(0, &Req::read(24, 4096), &d);
+    assert_eq!(r.data, data);
+    let c = d.counters_until("resumed", |c| num(&disk(c)["held_now"]) == 0);
+    assert_eq!(num(&c["status_ioerr"]), 0, "the guest never saw the error");
+    assert!(d.log().contains("SIGUSR2"));
+    assert_eq!(d.terminate().code(), Some(0));
+}
+
+#[test]
+fn sigterm_answers_held_requests_with_ioerr_and_exits_0() {
+    let mut d = Daemon::start(&["--werror", "stop", "--x-inject-fault", "1:eio"]);
+    let mut g = Guest::connect(&d.socket, 1, WANT);
+    g.bump = 1 << 20;
+    let (head, _, status) = g.submit(0, &Req::write(0, &pattern(8, 512)));
+    d.counters_until("the held write", |c| num(&disk(c)["held_now"]) == 1);
+    assert_eq!(d.terminate().code(), Some(0), "log:\n{}", d.log());
+    // The daemon completed it before closing the connection.
+    let (id, len) = g.try_used(0).expect("completed at shutdown");
+    assert_eq!((id, len), (head, 1));
+    assert_eq!(
+        g.mem.read_obj::<u8>(GuestAddress(status)).unwrap(),
+        1,
+        "IOERR"
+    );
+    let c = d.counters()["exports"][0].clone();
+    assert_eq!(num(&c["held_failed"]), 1);
+}
+
+#[test]
+fn reconnect_after_disconnect_keeps_every_completed_write() {
+    let mut d = Daemon::start(&[]);
+    let data = pattern(11, 4096);
+    {
+        let mut g = Guest::connect(&d.socket, 1, WANT);
+        assert_eq!(g.run(0, &Req::write(32, &data), &d).status, 0);
+        let c = d.counters_until("the write", |c| num(&disk(c)["writes"]) == 1);
+        assert_eq!(num(&disk(&c)["fdatasyncs"]), 0, "nothing flushed yet");
+        // The front end goes away without a word (like a killed QEMU).
+    }
+    // The disconnect flush makes the completed write durable, then the
+    // counters file is rewritten.
+    let c = d.counters_until("the disconnect flush", |c| num(&disk(c)["fdatasyncs"]) == 1);
+    assert_eq!(num(&c["connections"]), 1);
+    assert_eq!(&d.image_bytes()[16384..20480], &data[..]);
+
+    let mut g = Guest::connect(&d.socket, 1, WANT);
+    let r = g.run(0, &Req::read(32, 4096), &d);
+    assert_eq!((r.status, r.data), (0, data));
+    let c = d.counters_until("second connection", |c| num(&c["connections"]) == 2);
+    assert_eq!(num(&disk(&c)["reads"]), 1);
+    assert_eq!(d.terminate().code(), Some(0));
+}
+
+#[test]
+fn two_queues_each_complete_their_own_requests() {
+    let mut d = Daemon::start(&["--queues", "2"]);
+    let mut g = Guest::connect(&d.socket, 2, WANT);
+    assert_ne!(g.features & F_MQ, 0);
+    assert_eq!(
+        u16::from_le_bytes(g.config()[34..36].try_into().unwrap()),
+        2,
+        "num_queues"
+    );
+    let a = pattern(21, 4096);
+    let b = pattern(22, 4096);
+    g.bump = 1 << 20;
+    let (ha, _, sa) = g.submit(0, &Req::write(0, &a));
+    let (hb, _, sb) = g.submit(1, &Req::write(8, &b));
+    assert_eq!(g.wait_used(0, &d).0, ha);
+    assert_eq!(g.wait_used(1, &d).0, hb);
+    assert_eq!(g.mem.read_obj::<u8>(GuestAddress(sa)).unwrap(), 0);
+    assert_eq!(g.mem.read_obj::<u8>(GuestAddress(sb)).unwrap(), 0);
+    assert_eq!(g.run(1, &Req::read(0, 4096), &d).data, a);
+    assert_eq!(g.run(0, &Req::read(8, 4096), &d).data, b);
+    assert_eq!(d.terminate().code(), Some(0));
+}
+
+#[test]
+fn a_chain_without_status_stops_only_its_queue() {
+    let mut d = Daemon::start(&["--queues", "2"]);
+    let mut g = Guest::connect(&d.socket, 2, WANT);
+    // Header only, device-readable: nowhere to write a status.
+    let hdr = g.alloc(16);
+    g.mem.write_obj(T_IN, GuestAddress(hdr)).unwrap();
+    g.post(0, &[(hdr, 16, false)]);
+    let c = d.counters_until("the bad chain", |c| num(&c["bad_chains"]) == 1);
+    assert_eq!(num(&c["chains"]), 1);
+    assert!(g.try_used(0).is_none());
+    // Queue 1 still works.
+    assert_eq!(g.run(1, &Req::write(0, &pattern(1, 512)), &d).status, 0);
+    assert_eq!(d.terminate().code(), Some(0));
+    assert!(d
+        .log()
+        .contains("queue stopped until the front end resets it"));
+}
+
+#[test]
+fn out_of_range_read_is_ioerr_without_host_io() {
+    let mut d = Daemon::start(&[]);
+    let mut g = Guest::connect(&d.socket, 1, WANT);
+    let r = g.run(0, &Req::read(IMAGE_SIZE / 512, 512), &d);
+    assert_eq!((r.status, r.used_len), (1, 1));
+    let c = d.counters_until("the reject", |c| num(&c["status_ioerr"]) == 1);
+    assert_eq!(num(&disk(&c)["reads"]), 0, "rejected before hostio");
+    assert_eq!(d.terminate().code(), Some(0));
+}
