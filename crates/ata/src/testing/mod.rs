@@ -722,6 +722,31 @@ impl IdeDriver {
         o
     }
 
+    /// What libata's error handler does when a command timed out: if the
+    /// device is still BSY or DRQ (e.g. a request held by the `stop`
+    /// policy that nobody resumed), SRST it. Returns the command name when
+    /// it had to.
+    pub fn recover(&mut self) -> Option<String> {
+        if !self.alt_status().intersects(Status::BSY | Status::DRQ) {
+            return None;
+        }
+        self.ctrl.poll();
+        if !self.alt_status().intersects(Status::BSY | Status::DRQ) {
+            return None;
+        }
+        self.devctl(DeviceControl::SRST);
+        self.devctl(DeviceControl::empty());
+        self.wait();
+        Some("SRST (timeout recovery)".into())
+    }
+
+    fn issued(&mut self) -> Issued {
+        Issued {
+            commands: self.recover().into_iter().collect(),
+            status: GuestStatus::Ok,
+        }
+    }
+
     fn sectors_per_command(&self) -> u64 {
         (DATA_LEN as u64 / u64::from(self.block_size())).min(65536)
     }
@@ -779,10 +804,7 @@ impl GuestDriver for IdeDriver {
             (false, false) => (0xca, "WRITE DMA"),
         };
         let per = self.sectors_per_command() * bs;
-        let mut issued = Issued {
-            commands: Vec::new(),
-            status: GuestStatus::Ok,
-        };
+        let mut issued = self.issued();
         for (i, chunk) in data.chunks(per as usize).enumerate() {
             let n = chunk.len() as u64 / bs;
             self.fill_buffer(chunk);
@@ -811,10 +833,7 @@ impl GuestDriver for IdeDriver {
         };
         out.clear();
         let per = self.sectors_per_command();
-        let mut issued = Issued {
-            commands: Vec::new(),
-            status: GuestStatus::Ok,
-        };
+        let mut issued = self.issued();
         let mut done = 0u64;
         while done < u64::from(count) {
             let n = (u64::from(count) - done).min(per);
@@ -842,8 +861,11 @@ impl GuestDriver for IdeDriver {
         } else {
             (0xe7, "FLUSH CACHE")
         };
+        let mut issued = self.issued();
         let o = self.non_data(op, &Tf::default());
-        Ok(Issued::one(name, o.guest_status()))
+        issued.commands.push(name.into());
+        issued.status = o.guest_status();
+        Ok(issued)
     }
 
     fn set_write_cache(&mut self, on: bool) -> Result<Issued, CannotExpress> {
@@ -859,11 +881,15 @@ impl GuestDriver for IdeDriver {
             features: code,
             ..Tf::default()
         };
+        let mut issued = self.issued();
         let o = self.non_data(0xef, &tf);
-        Ok(Issued::one(name, o.guest_status()))
+        issued.commands.push(name.into());
+        issued.status = o.guest_status();
+        Ok(issued)
     }
 
     fn write_cache(&mut self) -> Result<bool, CannotExpress> {
+        self.recover();
         let o = self.identify();
         if !o.ok() {
             return Err(self.cannot("write cache query", "IDENTIFY DEVICE failed"));
@@ -872,6 +898,7 @@ impl GuestDriver for IdeDriver {
     }
 
     fn discard(&mut self, lba: u64, count: u32) -> Result<Issued, CannotExpress> {
+        let mut issued = self.issued();
         self.identify();
         if !self.id.bit(169, 0) {
             return Err(self.cannot(
@@ -887,10 +914,6 @@ impl GuestDriver for IdeDriver {
             entries.push((lba + at) | n << 48);
             at += n;
         }
-        let mut issued = Issued {
-            commands: Vec::new(),
-            status: GuestStatus::Ok,
-        };
         for group in entries.chunks((max_blocks * 64) as usize) {
             let blocks = (group.len() as u64).div_ceil(64);
             let mut payload = vec![0u8; (blocks * 512) as usize];

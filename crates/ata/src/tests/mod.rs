@@ -4,6 +4,7 @@
 
 mod commands_all;
 mod controller;
+mod crash;
 mod dma;
 mod docs_check;
 mod durability;
