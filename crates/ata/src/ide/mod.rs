@@ -281,6 +281,22 @@ impl IdeController {
         self.channels[channel & 1].line
     }
 
+    /// The size of BAR `bar` (0-5) if the controller implements it (BAR0-3
+    /// only for channels that can run in native-PCI mode; BAR4 always).
+    pub fn bar_size(&self, bar: usize) -> Option<u32> {
+        self.pci.bar_size(bar)
+    }
+
+    /// The completion eventfds of attached disks that use a thread-pool
+    /// executor: when one is readable, call [`IdeController::poll`].
+    pub fn notify_fds(&self) -> Vec<std::os::fd::RawFd> {
+        self.channels
+            .iter()
+            .flat_map(|c| c.devices.iter().flatten())
+            .filter_map(|d| d.disk().notify_fd())
+            .collect()
+    }
+
     /// Whether `channel` is in native-PCI mode (its IRQ is the PCI INTx
     /// line) rather than compatibility mode (IRQ 14/15).
     pub fn native(&self, channel: usize) -> bool {

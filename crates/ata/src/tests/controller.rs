@@ -96,6 +96,10 @@ fn pci_header_for_linux_ata_piix_native() {
         c.pci_config_write(off, 4, 0xffff_ffff);
         assert_eq!(c.pci_config_read(off, 4), 0);
     }
+    assert_eq!(
+        (0..6).map(|b| c.bar_size(b)).collect::<Vec<_>>(),
+        vec![Some(16), Some(16), Some(16), Some(16), Some(16), None]
+    );
     c.pci_config_write(0x3c, 1, 10);
     assert_eq!(c.pci_config_read(0x3c, 1), 10);
     c.reset();
