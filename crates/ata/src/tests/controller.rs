@@ -371,3 +371,12 @@ fn guest_memory_can_be_replaced() {
     vm_memory::Bytes::read_slice(&*m2, &mut got, GuestAddress(0)).unwrap();
     assert!(got == pattern(512, 1), "data went to the new memory");
 }
+
+#[test]
+fn controller_is_send() {
+    // A VMM moves it into its device thread (the PCI proxy's PciFunction
+    // requires Send).
+    fn send<T: Send>() {}
+    send::<IdeController>();
+    send::<AtaDevice>();
+}
