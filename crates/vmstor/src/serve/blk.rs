@@ -298,8 +298,14 @@ impl ConnState {
         if want == disk.write_cache() {
             return Ok(());
         }
-        info!(write_cache = want, "write cache switched");
-        disk.set_write_cache(want)
+        let before = disk.counters().fdatasyncs;
+        let r = disk.set_write_cache(want);
+        info!(
+            write_cache = want,
+            fdatasyncs = disk.counters().fdatasyncs - before,
+            "write cache switched"
+        );
+        r
     }
 
     /// Pops and starts every available chain of queue `q`.
