@@ -28,6 +28,8 @@ pub(crate) mod blk;
 pub(crate) mod cli;
 pub(crate) mod counters;
 pub(crate) mod daemon;
+#[cfg(test)]
+mod doctable;
 pub(crate) mod vring;
 
 use std::fs::OpenOptions;
@@ -117,6 +119,44 @@ fn blk_options(e: &ExportSpec) -> BlkOptions {
         ..BlkOptions::default()
     }
 }
+
+/// What a signal makes the daemon do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum SignalAction {
+    /// Finish in-flight requests, flush, exit.
+    Stop,
+    /// Print and write the counters.
+    Report,
+    /// Retry held requests.
+    Resume,
+}
+
+/// The signals the daemon handles: drives the signal loop and the table in
+/// `docs/serve.md`.
+pub(crate) const SIGNALS: &[(i32, &str, SignalAction, &str)] = &[
+    (
+        SIGINT,
+        "SIGINT",
+        SignalAction::Stop,
+        "stop taking requests, complete the in-flight ones on their rings, fail held ones (IOERR), \
+         flush every disk, close the connections, print and write the counters, exit 0 \
+         (1 if a final flush failed)",
+    ),
+    (SIGTERM, "SIGTERM", SignalAction::Stop, "as SIGINT"),
+    (
+        SIGUSR1,
+        "SIGUSR1",
+        SignalAction::Report,
+        "print one counters line per export on stdout and rewrite the `--counters` file",
+    ),
+    (
+        SIGUSR2,
+        "SIGUSR2",
+        SignalAction::Resume,
+        "retry every request held by `--werror`/`--rerror` `stop` or `enospc` (the operator \
+         fixed the cause, e.g. freed space); their completions then reach the guest",
+    ),
+];
 
 /// Everything the signal loop acts on.
 struct Exports {
@@ -220,7 +260,7 @@ pub fn main(args: &[String]) -> ExitCode {
     init_logging();
     // Signals are routed to this thread's iterator before any other thread
     // exists, so none of them takes the default action.
-    let mut signals = match Signals::new([SIGINT, SIGTERM, SIGUSR1, SIGUSR2]) {
+    let mut signals = match Signals::new(SIGNALS.iter().map(|s| s.0)) {
         Ok(s) => s,
         Err(e) => {
             error!("cannot install signal handlers: {e}");
@@ -281,26 +321,26 @@ pub fn main(args: &[String]) -> ExitCode {
 
     if !failed.load(SeqCst) {
         for sig in signals.forever() {
-            match sig {
-                SIGUSR1 => {
+            let Some(&(_, name, action, _)) = SIGNALS.iter().find(|s| s.0 == sig) else {
+                continue;
+            };
+            match action {
+                SignalAction::Report => {
                     exports.print_counters();
                     exports.write_counters();
                 }
-                SIGUSR2 => {
+                SignalAction::Resume => {
                     for e in &exports.list {
                         let n = e.resume_held();
                         info!(
                             export = e.name(),
                             retried = n,
-                            "SIGUSR2: held requests retried"
+                            "{name}: held requests retried"
                         );
                     }
                 }
-                _ => {
-                    info!(
-                        signal = sig,
-                        "stopping: finishing in-flight requests and flushing"
-                    );
+                SignalAction::Stop => {
+                    info!("{name}: stopping: finishing in-flight requests and flushing");
                     break;
                 }
             }
