@@ -4,6 +4,7 @@
 use std::alloc::{self, Layout};
 use std::sync::Arc;
 
+use crate::request::RequestError;
 use vm_memory::{Address, Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap, VolatileSlice};
 
 /// Alignment of every [`AlignedBuf`]: a page, which satisfies any `O_DIRECT`
@@ -139,8 +140,8 @@ impl GuestBufs {
     }
 
     /// Copies `dst.len()` bytes starting `offset` bytes into the scatter list
-    /// into `dst`.
-    pub(crate) fn copy_out(&self, mut offset: u64, dst: &mut [u8]) -> Result<(), ()> {
+    /// into `dst`. Fails if the range is not inside the list or guest memory.
+    pub fn copy_out(&self, mut offset: u64, dst: &mut [u8]) -> Result<(), RequestError> {
         let mut done = 0usize;
         for &(addr, len) in &self.segs {
             if done == dst.len() {
@@ -152,22 +153,23 @@ impl GuestBufs {
                 continue;
             }
             let n = ((len - offset) as usize).min(dst.len() - done);
-            let a = addr.checked_add(offset).ok_or(())?;
+            let a = addr.checked_add(offset).ok_or(RequestError::GuestMemory)?;
             self.mem
                 .read_slice(&mut dst[done..done + n], a)
-                .map_err(|_| ())?;
+                .map_err(|_| RequestError::GuestMemory)?;
             done += n;
             offset = 0;
         }
         if done == dst.len() {
             Ok(())
         } else {
-            Err(())
+            Err(RequestError::GuestMemory)
         }
     }
 
-    /// Copies `src` into the scatter list starting `offset` bytes in.
-    pub(crate) fn copy_in(&self, mut offset: u64, src: &[u8]) -> Result<(), ()> {
+    /// Copies `src` into the scatter list starting `offset` bytes in. Fails
+    /// if the range is not inside the list or guest memory.
+    pub fn copy_in(&self, mut offset: u64, src: &[u8]) -> Result<(), RequestError> {
         let mut done = 0usize;
         for &(addr, len) in &self.segs {
             if done == src.len() {
@@ -179,17 +181,17 @@ impl GuestBufs {
                 continue;
             }
             let n = ((len - offset) as usize).min(src.len() - done);
-            let a = addr.checked_add(offset).ok_or(())?;
+            let a = addr.checked_add(offset).ok_or(RequestError::GuestMemory)?;
             self.mem
                 .write_slice(&src[done..done + n], a)
-                .map_err(|_| ())?;
+                .map_err(|_| RequestError::GuestMemory)?;
             done += n;
             offset = 0;
         }
         if done == src.len() {
             Ok(())
         } else {
-            Err(())
+            Err(RequestError::GuestMemory)
         }
     }
 }

@@ -135,6 +135,18 @@ impl Sim {
         st.stale_read = None;
     }
 
+    /// Writeback failed: the kernel marks the dirty pages clean without
+    /// writing them. Their data is lost for good, though reads keep
+    /// returning it from the page cache.
+    fn drop_dirty(&mut self) {
+        for st in &mut self.state.sectors {
+            if let Some(v) = st.page.last().copied() {
+                st.page.clear();
+                st.stale_read = Some(v);
+            }
+        }
+    }
+
     fn device_flush(&mut self) {
         for st in &mut self.state.sectors {
             if let Some(&v) = st.dev.last() {
@@ -432,6 +444,12 @@ impl HostFile for SimFile {
                 Some(FaultKind::Short) => {
                     len = len / 2 / SECTOR as u64 * SECTOR as u64;
                 }
+                Some(FaultKind::Eio | FaultKind::Enospc) if dsync => {
+                    // Worst case: the sync half failed writeback of every
+                    // dirty page (dropping them) and reported it here.
+                    s.drop_dirty();
+                    return Err(err(fault.map_or(libc::EIO, |k| k.errno())));
+                }
                 Some(k) => return Err(err(k.errno())),
                 None => {}
             }
@@ -497,15 +515,7 @@ impl HostFile for SimFile {
                 }
             }
             Some(k) => {
-                // Writeback failed: the kernel marks the dirty pages clean
-                // without writing them. Their data is lost for good, though
-                // reads keep returning it from the page cache.
-                for st in &mut s.state.sectors {
-                    if let Some(v) = st.page.last().copied() {
-                        st.page.clear();
-                        st.stale_read = Some(v);
-                    }
-                }
+                s.drop_dirty();
                 Err(err(k.errno()))
             }
         };

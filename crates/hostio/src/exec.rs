@@ -343,8 +343,8 @@ fn run_plan(core: &DiskCore, req: &mut Request, plan: &Plan) -> Result<u64, IoEr
                         }
                     }
                     // The sync half of RWF_DSYNC may have consumed the file's
-                    // writeback error for other pages: latch it.
-                    Err(e) if dsync => core.flush.latch(e),
+                    // writeback error for other pages.
+                    Err(e) if dsync => core.flush.latch_if_dirty(e),
                     Err(_) => {}
                 }
                 r
@@ -463,7 +463,7 @@ fn run_plan(core: &DiskCore, req: &mut Request, plan: &Plan) -> Result<u64, IoEr
                         file.pwritev(v, o, dsync)
                     }) {
                         if dsync {
-                            core.flush.latch(e);
+                            core.flush.latch_if_dirty(e);
                         }
                         res = Err(e);
                         break;

@@ -17,7 +17,9 @@
 //!    since the start of the last successful `fdatasync`.
 //! 4. A failed `fdatasync` latches: every later flush (and, via
 //!    [`FlushCoordinator::latched`], every durable write) fails with the
-//!    original errno until the disk is reopened. The kernel reports a
+//!    original errno until the disk is reopened. A failed `RWF_DSYNC` write
+//!    latches too when volatile writes were outstanding
+//!    ([`FlushCoordinator::latch_if_dirty`]). The kernel reports a
 //!    writeback error once per open file and drops the dirty pages, so a later
 //!    "successful" sync would be a lie (`host-facts.md` §4).
 
@@ -101,14 +103,18 @@ impl FlushCoordinator {
         self.lock().latched
     }
 
-    /// Latches `errno` (a durable write failed: its sync may have consumed
-    /// the file's writeback error).
-    pub fn latch(&self, errno: i32) {
+    /// A durable (`RWF_DSYNC`) write failed with `errno`. Its sync half may
+    /// have consumed the file's writeback error for *other* dirty data, so
+    /// latch — but only if volatile writes completed since the last
+    /// successful sync: with nothing outstanding, the failure concerns this
+    /// write alone (e.g. ENOSPC allocating its blocks), and a retry after
+    /// the operator frees space must be able to succeed.
+    pub fn latch_if_dirty(&self, errno: i32) {
         if self.sabotage.no_latch {
             return;
         }
         let mut s = self.lock();
-        if s.latched.is_none() {
+        if s.latched.is_none() && s.write_gen > s.synced_gen {
             s.latched = Some(errno);
         }
     }

@@ -482,3 +482,68 @@ fn fault_wrapper_on_real_files() {
         }
     }
 }
+
+/// A failed FUA write with nothing volatile outstanding concerns that write
+/// alone: no latch, so a retry after the operator frees space can succeed.
+/// With volatile writes outstanding it latches (its sync may have consumed
+/// their writeback error).
+#[test]
+fn failed_fua_write_latches_only_with_dirty_data() {
+    use vmstor_hostio::crash::FaultKind;
+    use vmstor_hostio::fault::FaultFile;
+    let policy = Policy {
+        errors: ErrorPolicy {
+            read: ErrorAction::Report,
+            write: ErrorAction::Report,
+        },
+        ..Policy::from_mode(CacheMode::Writeback)
+    };
+    let setup = |at| {
+        let img = image(MIB);
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(img.path())
+            .unwrap();
+        let caps = vmstor_hostio::probe::probe_path(img.path()).unwrap().caps;
+        let ff = Arc::new(FaultFile::new(
+            Arc::new(RealFile::new(file)),
+            at,
+            FaultKind::Enospc,
+        ));
+        (
+            img,
+            Disk::from_host_file(ff, caps, policy, DiskOptions::default()).unwrap(),
+        )
+    };
+    let m = mem();
+    // Clean disk: FUA write fails with ENOSPC, then succeeds on retry.
+    let (_img, d) = setup(1);
+    assert_eq!(
+        run(&d, Request::write(0, guest(&m, 0, 4096), true, 1))
+            .result
+            .unwrap_err()
+            .errno,
+        libc::ENOSPC
+    );
+    assert_eq!(d.latched_error(), None);
+    assert_eq!(
+        run(&d, Request::write(0, guest(&m, 0, 4096), true, 2)).result,
+        Ok(4096)
+    );
+    assert_eq!(run(&d, Request::flush(3)).result, Ok(0));
+    // A volatile write outstanding: the failure latches.
+    let (_img, d) = setup(2);
+    assert_eq!(
+        run(&d, Request::write(0, guest(&m, 0, 4096), false, 1)).result,
+        Ok(4096)
+    );
+    assert!(run(&d, Request::write(4096, guest(&m, 0, 4096), true, 2))
+        .result
+        .is_err());
+    assert_eq!(d.latched_error(), Some(libc::ENOSPC));
+    assert_eq!(
+        run(&d, Request::flush(3)).result.unwrap_err().errno,
+        libc::ENOSPC
+    );
+}
