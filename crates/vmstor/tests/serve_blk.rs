@@ -56,7 +56,12 @@ impl Daemon {
     /// Starts `vmstor serve` on a fresh 1 MiB image with `extra` export
     /// options.
     fn start(extra: &[&str]) -> Daemon {
-        let dir = tempfile::tempdir().unwrap();
+        Daemon::start_in(tempfile::tempdir().unwrap(), extra)
+    }
+
+    /// Like [`Daemon::start`], with `dir` prepared by the caller (extra
+    /// images for extra exports).
+    fn start_in(dir: tempfile::TempDir, extra: &[&str]) -> Daemon {
         let image = dir.path().join("disk.img");
         let f = File::create(&image).unwrap();
         f.set_len(IMAGE_SIZE).unwrap();
@@ -749,4 +754,110 @@ fn out_of_range_read_is_ioerr_without_host_io() {
     let c = d.counters_until("the reject", |c| num(&c["status_ioerr"]) == 1);
     assert_eq!(num(&disk(&c)["reads"]), 0, "rejected before hostio");
     assert_eq!(d.terminate().code(), Some(0));
+}
+
+#[test]
+fn read_only_export_offers_ro_and_refuses_writes() {
+    let mut d = Daemon::start(&["--readonly"]);
+    let mut g = Guest::connect(&d.socket, 1, WANT | (1 << 5));
+    assert_ne!(g.features & (1 << 5), 0, "VIRTIO_BLK_F_RO");
+    let w = g.run(0, &Req::write(0, &pattern(1, 512)), &d);
+    assert_eq!(w.status, 1, "IOERR");
+    assert_eq!(g.run(0, &Req::read(0, 512), &d).status, 0);
+    let c = d.counters_until("the read", |c| num(&disk(c)["reads"]) == 1);
+    assert_eq!(num(&disk(&c)["writes"]), 0, "refused before hostio");
+    assert_eq!(disk(&c)["read_only"], true);
+    assert_eq!(d.terminate().code(), Some(0));
+}
+
+#[test]
+fn get_vring_base_completes_everything_first() {
+    // The front end stops the queue while a request is held: the daemon
+    // must answer it (IOERR) before replying, so the base is exact.
+    let mut d = Daemon::start(&["--werror", "stop", "--x-inject-fault", "1:eio"]);
+    let mut g = Guest::connect(&d.socket, 1, WANT);
+    g.bump = 1 << 20;
+    let (head, _, status) = g.submit(0, &Req::write(0, &pattern(2, 512)));
+    d.counters_until("the held write", |c| num(&disk(c)["held_now"]) == 1);
+    let base = g.fe.get_vring_base(0).unwrap();
+    assert_eq!(base, 1, "one chain taken");
+    assert_eq!(g.try_used(0), Some((head, 1)));
+    assert_eq!(
+        g.mem.read_obj::<u8>(GuestAddress(status)).unwrap(),
+        1,
+        "IOERR"
+    );
+    let c = d.counters_until("held_failed", |c| num(&c["held_failed"]) == 1);
+    assert_eq!(num(&disk(&c)["held_now"]), 0);
+    assert_eq!(d.terminate().code(), Some(0));
+}
+
+#[test]
+fn garbage_on_the_socket_does_not_stop_the_daemon() {
+    use std::io::Write;
+    let mut d = Daemon::start(&[]);
+    {
+        let mut s = std::os::unix::net::UnixStream::connect(&d.socket).unwrap();
+        // A header claiming a huge payload, then hang up.
+        let _ = s.write_all(&[0xff; 12]);
+        let _ = s.write_all(b"not vhost-user at all");
+    }
+    d.counters_until("the first connection to end", |c| {
+        num(&c["connections"]) == 1
+    });
+    let mut g = Guest::connect(&d.socket, 1, WANT);
+    assert_eq!(g.run(0, &Req::write(0, &pattern(3, 512)), &d).status, 0);
+    let c = d.counters_until("second connection", |c| num(&c["connections"]) == 2);
+    assert_eq!(num(&disk(&c)["writes"]), 1);
+    assert_eq!(d.terminate().code(), Some(0));
+}
+
+#[test]
+fn two_exports_in_one_process() {
+    let dir = tempfile::tempdir().unwrap();
+    let img2 = dir.path().join("second.img");
+    File::create(&img2)
+        .unwrap()
+        .set_len(IMAGE_SIZE * 2)
+        .unwrap();
+    let sock2 = dir.path().join("second.sock");
+    let (s2, i2) = (sock2.display().to_string(), img2.display().to_string());
+    let mut d = Daemon::start_in(
+        dir,
+        &[
+            "--vhost-user-blk",
+            &s2,
+            "--image",
+            &i2,
+            "--cache",
+            "writethrough",
+        ],
+    );
+    d.wait_until("second socket", || sock2.exists());
+    let mut a = Guest::connect(&d.socket, 1, WANT);
+    let mut b = Guest::connect(&sock2, 1, WANT);
+    assert_eq!(
+        b.config()[WRITEBACK_OFFSET as usize],
+        0,
+        "writethrough preset"
+    );
+    assert_eq!(
+        u64::from_le_bytes(b.config()[0..8].try_into().unwrap()),
+        IMAGE_SIZE * 2 / 512
+    );
+    assert_eq!(a.run(0, &Req::write(0, &pattern(4, 512)), &d).status, 0);
+    assert_eq!(b.run(0, &Req::write(0, &pattern(5, 512)), &d).status, 0);
+    d.signal(libc::SIGUSR1);
+    d.wait_until("both exports counted", || {
+        d.signal(libc::SIGUSR1);
+        std::thread::sleep(Duration::from_millis(20));
+        let c = d.counters();
+        c["exports"][1]["disks"][0]["writes"] == 1 && c["exports"][0]["disks"][0]["writes"] == 1
+    });
+    let c = d.counters();
+    assert_eq!(c["exports"][0]["name"], "blk0");
+    assert_eq!(c["exports"][1]["name"], "blk1");
+    assert_eq!(c["exports"][1]["disks"][0]["write_cache"], false);
+    assert_eq!(d.terminate().code(), Some(0));
+    assert_eq!(&std::fs::read(&img2).unwrap()[..512], &pattern(5, 512)[..]);
 }
