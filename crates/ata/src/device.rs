@@ -67,6 +67,11 @@ pub struct DeviceConfig {
     pub firmware: String,
     /// Transfer modes of the device; a controller narrows them further.
     pub modes: TransferModes,
+    /// Known-bad behaviour for proving the crash suite catches it: IDENTIFY
+    /// word 85 claims the write cache is disabled while writes stay volatile
+    /// (QEMU 0.10's IDE). Never set outside tests.
+    #[doc(hidden)]
+    pub sabotage_identify_no_write_cache: bool,
 }
 
 impl Default for DeviceConfig {
@@ -76,6 +81,7 @@ impl Default for DeviceConfig {
             serial: "VMSTOR-0000".into(),
             firmware: env!("CARGO_PKG_VERSION").into(),
             modes: TransferModes::GENERIC,
+            sabotage_identify_no_write_cache: false,
         }
     }
 }
@@ -786,7 +792,7 @@ impl AtaDevice {
             capacity: cap,
             logical_sector: self.sector_size() as u32,
             physical_sector: caps.physical_block_size,
-            write_cache: self.disk.write_cache(),
+            write_cache: self.disk.write_cache() && !self.cfg.sabotage_identify_no_write_cache,
             look_ahead: self.settings.look_ahead,
             max_multiple: MAX_MULTIPLE,
             multiple: self.settings.multiple,
