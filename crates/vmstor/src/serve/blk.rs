@@ -634,3 +634,110 @@ impl super::daemon::Service for BlkService {
         self.disk.sync_now().map_err(|e| e.to_string())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use vm_memory::{GuestMemoryAtomic, GuestMemoryMmap};
+    use vmstor_hostio::{CacheMode, ExecutorKind, HostOp, Policy};
+    use vmstor_virtio_blk::testing::mem_disk;
+
+    fn conn(mode: CacheMode) -> (BlkConn, Arc<Disk>) {
+        let (disk, _) = mem_disk(1 << 20, Policy::from_mode(mode), ExecutorKind::Inline);
+        let svc =
+            Arc::new(BlkService::new(disk.clone(), "mem".into(), BlkOptions::default()).unwrap());
+        (
+            svc.connect(GuestMemoryAtomic::new(GuestMemoryMmap::new())),
+            disk,
+        )
+    }
+
+    const WB: u32 = std::mem::offset_of!(VirtioBlkConfig, writeback) as u32;
+
+    #[test]
+    fn config_reads_any_window_without_panicking() {
+        let (c, _) = conn(CacheMode::Writeback);
+        let full = c.get_config(0, 96);
+        assert_eq!(&full[..8], &(2048u64).to_le_bytes(), "capacity in sectors");
+        assert_eq!(full[WB as usize], 1);
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        for _ in 0..5000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let offset =
+                ((x >> 32) as u32 % 300).wrapping_add(if x & 1 == 0 { u32::MAX - 200 } else { 0 });
+            let size = (x & 0x1fff) as u32;
+            let got = c.get_config(offset, size);
+            assert_eq!(got.len(), size.min(4096) as usize);
+            for (i, b) in got.iter().enumerate() {
+                let o = u64::from(offset) + i as u64;
+                assert_eq!(*b, full.get(o as usize).copied().unwrap_or(0), "offset {o}");
+            }
+        }
+    }
+
+    #[test]
+    fn writeback_off_flushes_and_is_remembered_for_the_front_end() {
+        let (c, disk) = conn(CacheMode::Writeback);
+        c.acked_features((Features::FLUSH | Features::CONFIG_WCE | Features::VERSION_1).bits());
+        assert!(disk.write_cache());
+        disk.trace().take();
+        // A write to a byte other than `writeback` changes nothing.
+        c.set_config(0, &[0; 8]).unwrap();
+        assert!(disk.write_cache());
+        // A write covering `writeback` among other bytes.
+        c.set_config(WB - 2, &[9, 9, 0, 9]).unwrap();
+        assert!(!disk.write_cache());
+        assert_eq!(c.get_config(WB, 1), vec![0]);
+        // Nothing was written, so the switch's flush may be elided; never a write.
+        assert!(disk
+            .trace()
+            .take()
+            .iter()
+            .all(|e| matches!(e.op, HostOp::Fdatasync)));
+        c.set_config(WB, &[1]).unwrap();
+        assert!(disk.write_cache());
+        assert_eq!(c.get_config(WB, 1), vec![1]);
+    }
+
+    #[test]
+    fn without_flush_the_cache_stays_off_but_the_guest_view_is_kept() {
+        let (c, disk) = conn(CacheMode::Writeback);
+        c.acked_features(Features::VERSION_1.bits());
+        assert!(
+            !disk.write_cache(),
+            "a driver without FLUSH gets write-through"
+        );
+        // Turning it on is refused without FLUSH / CONFIG_WCE.
+        c.set_config(WB, &[1]).unwrap();
+        assert!(!disk.write_cache());
+        // A later driver that negotiates FLUSH gets the cache back, as the
+        // front end still shows writeback=1.
+        c.acked_features((Features::FLUSH | Features::CONFIG_WCE | Features::VERSION_1).bits());
+        assert!(disk.write_cache());
+    }
+
+    #[test]
+    fn writethrough_preset_starts_with_writeback_0() {
+        let (c, disk) = conn(CacheMode::Writethrough);
+        assert_eq!(c.get_config(WB, 1), vec![0]);
+        c.acked_features((Features::FLUSH | Features::CONFIG_WCE | Features::VERSION_1).bits());
+        assert!(!disk.write_cache());
+        c.set_config(WB, &[1]).unwrap();
+        assert!(disk.write_cache(), "the guest may turn the cache on");
+    }
+
+    #[test]
+    fn unoffered_feature_bits_are_ignored() {
+        let (c, _) = conn(CacheMode::Writeback);
+        c.acked_features(u64::MAX);
+        let n = c.0.negotiated().unwrap();
+        assert_eq!(n, n & c.0.svc.offered);
+        assert!(c.features() & VhostUserVirtioFeatures::PROTOCOL_FEATURES.bits() != 0);
+        assert!(c
+            .protocol_features()
+            .contains(VhostUserProtocolFeatures::CONFIG));
+        assert_eq!(c.queues_per_thread(), vec![1]);
+    }
+}
