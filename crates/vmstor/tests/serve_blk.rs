@@ -870,15 +870,13 @@ fn many_requests_in_flight_on_two_queues_all_complete() {
     let mut d = Daemon::start(&["--queues", "2", "--io-threads", "4"]);
     let mut g = Guest::connect(&d.socket, 2, WANT);
     g.bump = 1 << 20;
-    let mut posted = vec![Vec::new(), Vec::new()];
+    let mut posted = [Vec::new(), Vec::new()];
     for i in 0..64u64 {
-        for q in 0..2usize {
-            let sector = (i * 2 + q as u64) * 8;
-            let (head, _, status) = g.submit(
-                q,
-                &Req::write(sector, &pattern((i * 2) as u8 + q as u8, 4096)),
-            );
-            posted[q].push((head, status));
+        for (q, list) in posted.iter_mut().enumerate() {
+            let block = i * 2 + q as u64;
+            let (head, _, status) =
+                g.submit(q, &Req::write(block * 8, &pattern(block as u8, 4096)));
+            list.push((head, status));
         }
     }
     for (q, p) in posted.iter().enumerate() {
