@@ -143,7 +143,19 @@ impl BlkService {
     /// Retries requests held by the `stop` error policy; their completions
     /// reach the guest through the completion event.
     pub(crate) fn resume_held(&self) -> usize {
-        self.disk.resume_held()
+        // Not while a connection settles (its drain must see them all).
+        let cur = self
+            .current
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        match cur {
+            Some(c) => {
+                let _g = c.0.gate.read().unwrap_or_else(|e| e.into_inner());
+                self.disk.resume_held()
+            }
+            None => self.disk.resume_held(),
+        }
     }
 
     fn rejects(&self) -> (u64, u64) {
@@ -423,7 +435,9 @@ impl ConnState {
     }
 
     /// Waits for every in-flight request and accounts for it; then fails
-    /// (`answer`) or drops held requests. Caller holds the gate.
+    /// (`answer`) or drops held requests. Caller holds the gate exclusively,
+    /// so no other thread takes completions meanwhile and the drain is
+    /// complete.
     fn settle(&self, answer: bool) {
         loop {
             let comps = self.svc.disk.drain();
@@ -580,6 +594,9 @@ impl VhostUserBackend for BlkConn {
     ) -> io::Result<()> {
         let s = &self.0;
         if device_event == self.completion_event() {
+            // Shared with queue processing, exclusive with settling: a
+            // settle that drains the disk must see every completion itself.
+            let _g = s.gate.read().unwrap_or_else(|e| e.into_inner());
             s.reap();
             return Ok(());
         }
