@@ -898,3 +898,37 @@ fn many_requests_in_flight_on_two_queues_all_complete() {
     }
     assert_eq!(d.terminate().code(), Some(0));
 }
+
+#[test]
+fn a_socket_path_that_is_a_file_is_never_replaced() {
+    let dir = tempfile::tempdir().unwrap();
+    let img = dir.path().join("precious.img");
+    std::fs::write(&img, b"keep me").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_vmstor"))
+        .args(["serve", "--vhost-user-blk"])
+        .arg(&img)
+        .arg("--image")
+        .arg(&img)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not a socket"));
+    assert_eq!(std::fs::read(&img).unwrap(), b"keep me");
+}
+
+#[test]
+fn a_socket_served_by_another_daemon_is_not_stolen() {
+    let d = Daemon::start(&[]);
+    let out = Command::new(env!("CARGO_BIN_EXE_vmstor"))
+        .args(["serve", "--vhost-user-blk"])
+        .arg(&d.socket)
+        .arg("--image")
+        .arg(&d.image)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("served by another process"));
+    // The first daemon still serves.
+    let mut g = Guest::connect(&d.socket, 1, WANT);
+    assert_eq!(g.run(0, &Req::read(0, 512), &d).status, 0);
+}

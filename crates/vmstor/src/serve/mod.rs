@@ -187,6 +187,25 @@ impl Exports {
     }
 }
 
+/// Binds `path`, replacing a stale socket but never anything else: a
+/// regular file there (an image given as the socket by mistake) or a
+/// socket another process still serves is an error.
+fn listen(path: &Path) -> Result<Listener, String> {
+    use std::os::unix::fs::FileTypeExt;
+    if let Ok(m) = std::fs::symlink_metadata(path) {
+        if !m.file_type().is_socket() {
+            return Err(format!(
+                "{} exists and is not a socket; refusing to replace it",
+                path.display()
+            ));
+        }
+        if std::os::unix::net::UnixStream::connect(path).is_ok() {
+            return Err(format!("{} is served by another process", path.display()));
+        }
+    }
+    Listener::new(path, true).map_err(|e| format!("cannot listen on {}: {e}", path.display()))
+}
+
 /// How a serving thread runs an export on its listener.
 type RunFn = Arc<dyn Fn(Listener) -> Result<(), String> + Send + Sync>;
 
@@ -211,8 +230,7 @@ fn build(cfg: &ServeConfig, hook: Hook) -> Result<Vec<Built>, String> {
                     blk::BlkService::new(disk, image, blk_options(e))
                         .map_err(|m| format!("{name}: {m}"))?,
                 );
-                let listener = Listener::new(&e.socket, true)
-                    .map_err(|m| format!("{name}: cannot listen on {}: {m}", e.socket.display()))?;
+                let listener = listen(&e.socket).map_err(|m| format!("{name}: {m}"))?;
                 let server = Arc::new(
                     Server::new(name.clone(), e.kind, e.socket.clone(), svc, hook.clone())
                         .map_err(|m| format!("{name}: {m}"))?,
