@@ -145,7 +145,7 @@ ide_vmstor() {  # $1 image: our IDE function behind x-pci-proxy-dev, interrupts 
   need_proxy_bin
   QARGS+=(-chardev "socket,id=db0,path=$RUN_DIR/doorbell-ide.sock,server=on,wait=off"
           -device pci-serial,chardev=db0,addr=0x6)
-  PROXIES+=(--proxy "device=ide,image=$1,addr=0x2,doorbell=$RUN_DIR/doorbell-ide.sock,log=$RUN_DIR/proxy-ide.log")
+  PROXIES+=(--proxy "device=ide,image=$1,cache=writeback,addr=0x2,doorbell=$RUN_DIR/doorbell-ide.sock,log=$RUN_DIR/proxy-ide.log,counters=$RUN_DIR/counters-ide.txt,trace")
   DOORBELLS+=(0000:00:06.0)
   KARGS+=(vmstor.pci.ide=0000:00:02.0 libata.fua=1)
 }
@@ -230,6 +230,7 @@ start_vmstor_serve() {
   [ ${#VMSTOR_ARGS[@]} -gt 0 ] || return 0
   [ -x "$VMSTOR_BIN" ] || die "no $VMSTOR_BIN (cargo build -p vmstor)"
   spawn vmstor-serve 600 "$VMSTOR_BIN" serve "${VMSTOR_ARGS[@]}" --counters "$RUN_DIR/counters.json"
+  SERVE_STARTED=1
   local s
   for s in "${WAIT_SOCKETS[@]}"; do
     wait_socket "$s" "$LAST_PID" || { cat "$RUN_DIR/vmstor-serve.log" >&2; die "vmstor serve did not create $s"; }
@@ -256,8 +257,19 @@ host_bad() { echo "FAIL: [host] $*"; HOST_FAILS=$((HOST_FAILS + 1)); }
 QEMU_TRACE_EVENTS=(ide_exec_cmd scsi_disk_emulate_command_MODE_SELECT_10
                    scsi_disk_emulate_command_MODE_SELECT)
 host_check_ide() {
-  [ "$BACKEND" = qemu ] || return 0   # vmstor: counters hook (lead)
-  local t=$RUN_DIR/main-qemu.log
+  local t=$RUN_DIR/main-qemu.log c=$RUN_DIR/counters-ide.txt
+  if [ "$BACKEND" = vmstor ]; then
+    # the IDE remote's hostio counters (vmstor-qemu-proxy --counters)
+    [ -s "$c" ] || { host_bad "ide: no counters from the IDE remote ($c)"; return; }
+    local fa fs w ds; fa=$(sed -n 's/^flushes_asked=//p' "$c"); fs=$(sed -n 's/^fdatasyncs=//p' "$c")
+    w=$(sed -n 's/^writes=//p' "$c"); ds=$(sed -n 's/^traced_dsync_writes=//p' "$c")
+    if [ "${fa:-0}" -gt 0 ]; then host_ok "ide: guest flushes reached hostio ($fa)"; else host_bad "ide: no flush reached hostio"; fi
+    if [ "${fs:-0}" -gt 0 ]; then host_ok "ide: fdatasync issued on the host ($fs)"; else host_bad "ide: no fdatasync on the host"; fi
+    if [ "${w:-0}" -gt 0 ]; then host_ok "ide: writes reached hostio ($w)"; else host_bad "ide: no writes reached hostio"; fi
+    # the test writes 64 KiB with the write cache off (hdparm -W0): durable on completion
+    if [ "${ds:-0}" -gt 0 ]; then host_ok "ide: writes with the cache off were RWF_DSYNC ($ds)"; else host_bad "ide: no RWF_DSYNC write after hdparm -W0"; fi
+    return
+  fi
   # ATA opcodes QEMU executed: SET FEATURES (0xef), FLUSH CACHE EXT (0xea) / FLUSH CACHE (0xe7)
   if grep -q 'cmd 0xef' "$t"; then host_ok "ide: SET FEATURES reached the device"; else host_bad "ide: no SET FEATURES (hdparm -W0/-W1) seen"; fi
   if grep -qE 'cmd 0x(ea|e7)' "$t"; then host_ok "ide: FLUSH CACHE reached the device"; else host_bad "ide: no FLUSH CACHE seen"; fi
@@ -272,7 +284,7 @@ host_check_vscsi() {
   if grep -q 'Mode Select' "$RUN_DIR/main-qemu.log"; then host_ok "vscsi: MODE SELECT reached the disk"; else host_bad "vscsi: no MODE SELECT seen (cache_type write)"; fi
 }
 host_check_counters() {  # vmstor: the counters file must exist once the daemon has exited
-  [ "$BACKEND" = vmstor ] || return 0
+  [ "$BACKEND" = vmstor ] && [ "$SERVE_STARTED" = 1 ] || return 0
   if [ -s "$RUN_DIR/counters.json" ]; then host_ok "vmstor serve wrote its counters"; else host_bad "no counters file from vmstor serve"; fi
 }
 
@@ -359,6 +371,7 @@ FAILED=0
 FAILED_NAMES=()
 BACKEND_PIDS=()
 WAIT_SOCKETS=()
+SERVE_STARTED=0
 SHOW_LOGS=0
 RUN_T0=$(date +%s.%N)
 

@@ -31,6 +31,10 @@ use thiserror::Error;
 pub const REMOTE_FD: RawFd = 3;
 /// Descriptor number of QEMU's end of the first pair (then +1 per function).
 pub const QEMU_FD_BASE: RawFd = 3;
+/// How long QEMU may take to be reaped after a remote exited, before the
+/// remote's exit counts as a death (a remote also exits when QEMU exits
+/// first: it sees EOF).
+pub const QEMU_EXIT_RACE: Duration = Duration::from_millis(500);
 /// Most functions one launch proxies.
 pub const MAX_PROXIES: usize = 8;
 /// How long the remote may take to exit after QEMU did.
@@ -227,11 +231,29 @@ pub fn launch(spec: &LaunchSpec) -> Result<ExitStatus, LaunchError> {
                 );
             }
         }
-        for (i, r) in remotes.iter_mut().enumerate() {
-            if let Ok(Some(rs)) = r.try_wait() {
-                kill_and_reap(&mut qemu);
-                let e = LaunchError::RemoteDied(i, rs);
-                return fail(&mut remotes, e);
+        let died = remotes
+            .iter_mut()
+            .enumerate()
+            .find_map(|(i, r)| r.try_wait().ok().flatten().map(|rs| (i, rs)));
+        if let Some((i, rs)) = died {
+            // A remote also exits when QEMU exits first (EOF on its socket):
+            // give QEMU a moment to be reaped before calling it a failure.
+            let deadline = Instant::now() + QEMU_EXIT_RACE;
+            let exited = loop {
+                if let Ok(Some(s)) = qemu.try_wait() {
+                    break Some(s);
+                }
+                if Instant::now() >= deadline {
+                    break None;
+                }
+                sleep(Duration::from_millis(10));
+            };
+            match exited {
+                Some(s) => break s,
+                None => {
+                    kill_and_reap(&mut qemu);
+                    return fail(&mut remotes, LaunchError::RemoteDied(i, rs));
+                }
             }
         }
         sleep(Duration::from_millis(20));

@@ -19,12 +19,14 @@
 //! - [`server`]: the protocol logic and the event loop.
 //! - [`launch`]: starting QEMU and the remote on one socket pair.
 //! - [`testdev`]: a test function proving the path against real QEMU.
+//! - [`ide`]: vmstor's IDE controller (`vmstor-ata`) as a proxied function.
 //!
 //! See `docs/guests.md` ("IDE through QEMU's PCI proxy") for how a guest uses
 //! it, and `shared/reference/qemu-pci-proxy.md` for the protocol facts and
 //! pitfalls this code follows.
 
 pub mod channel;
+pub mod ide;
 pub mod irq;
 pub mod launch;
 pub mod memory;

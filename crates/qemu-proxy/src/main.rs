@@ -3,12 +3,12 @@
 //! QEMU and the remote on one socket pair.
 //!
 //! ```text
-//! vmstor-qemu-proxy launch --proxy device=testdev[,addr=SLOT][,id=ID][,doorbell=SOCK][,log=FILE][,verbose] [--proxy ...] -- QEMU ARGS...
-//! vmstor-qemu-proxy remote --fd N [--device testdev] [--doorbell SOCK] [--verbose]
+//! vmstor-qemu-proxy launch --proxy device=KIND[,addr=SLOT][,id=ID][,doorbell=SOCK][,image=PATH][,log=FILE][,verbose] \
+//!                          [--proxy ...] -- QEMU ARGS...
+//! vmstor-qemu-proxy remote --fd N [--device KIND] [--doorbell SOCK] [--image PATH] [--verbose]
 //! ```
-//! Devices: `testdev` (see `vmstor_qemu_proxy::testdev`). The IDE controller
-//! (`crates/ata`) plugs in through the same `PciFunction` trait; it is not
-//! wired here yet.
+//! Devices: `testdev` (see `vmstor_qemu_proxy::testdev`) and `ide`
+//! (`vmstor_qemu_proxy::ide`: vmstor's IDE controller with one disk).
 
 use std::ffi::OsString;
 use std::os::fd::FromRawFd;
@@ -18,8 +18,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
+use vmstor_hostio::CacheMode;
+use vmstor_qemu_proxy::ide::IdeFunction;
 use vmstor_qemu_proxy::irq::{Doorbell, IrqLine};
 use vmstor_qemu_proxy::launch::{launch, LaunchSpec, ProxySpec};
+use vmstor_qemu_proxy::pci::PciFunction;
 use vmstor_qemu_proxy::server::{serve, Remote};
 use vmstor_qemu_proxy::testdev::TestDevice;
 
@@ -37,12 +40,15 @@ struct Cli {
 enum DeviceKind {
     /// The test function (MMIO + I/O BARs, DMA, INTx).
     Testdev,
+    /// vmstor's IDE controller (native-mode PIIX3, `ata_piix`) with one disk: needs an image.
+    Ide,
 }
 
 impl DeviceKind {
     fn name(self) -> &'static str {
         match self {
             DeviceKind::Testdev => "testdev",
+            DeviceKind::Ide => "ide",
         }
     }
 }
@@ -61,6 +67,19 @@ enum Cmd {
         /// one byte per rising INTx edge (the TCG interrupt workaround).
         #[arg(long)]
         doorbell: Option<PathBuf>,
+        /// Disk image, for functions that have a disk (not `testdev`).
+        #[arg(long)]
+        image: Option<PathBuf>,
+        /// Host cache mode of the disk: writeback, none, writethrough, directsync, unsafe.
+        #[arg(long, default_value = "writeback")]
+        cache: CacheMode,
+        /// Write the disk's host-I/O counters here (key=value lines) when the proxy disconnects.
+        #[arg(long)]
+        counters: Option<PathBuf>,
+        /// Record every host operation and add their counts to --counters (memory grows with
+        /// the I/O done: for tests).
+        #[arg(long)]
+        trace: bool,
         /// Log every message on stderr.
         #[arg(long)]
         verbose: bool,
@@ -68,7 +87,8 @@ enum Cmd {
     /// Start QEMU and one remote per `--proxy`, each pair on its own socket
     /// pair; exits with QEMU's status (125 if the launch failed or a remote died).
     Launch {
-        /// A proxied function: `device=KIND[,addr=SLOT][,id=ID][,doorbell=SOCK][,log=FILE][,verbose]`.
+        /// A proxied function: `device=KIND[,addr=SLOT][,id=ID][,doorbell=SOCK]`
+        /// `[,image=PATH][,cache=MODE][,counters=FILE][,trace][,log=FILE][,verbose]`.
         #[arg(long = "proxy", required = true, value_parser = parse_proxy)]
         proxies: Vec<ProxyArg>,
         /// QEMU's command line.
@@ -84,6 +104,10 @@ struct ProxyArg {
     id: Option<String>,
     doorbell: Option<PathBuf>,
     log: Option<PathBuf>,
+    image: Option<PathBuf>,
+    cache: Option<String>,
+    counters: Option<PathBuf>,
+    trace: bool,
     verbose: bool,
 }
 
@@ -94,6 +118,10 @@ fn parse_proxy(s: &str) -> Result<ProxyArg, String> {
         id: None,
         doorbell: None,
         log: None,
+        image: None,
+        cache: None,
+        counters: None,
+        trace: false,
         verbose: false,
     };
     let mut have_device = false;
@@ -108,6 +136,10 @@ fn parse_proxy(s: &str) -> Result<ProxyArg, String> {
             "id" => p.id = Some(v.to_string()),
             "doorbell" => p.doorbell = Some(v.into()),
             "log" => p.log = Some(v.into()),
+            "image" => p.image = Some(v.into()),
+            "cache" => p.cache = Some(v.to_string()),
+            "counters" => p.counters = Some(v.into()),
+            "trace" => p.trace = true,
             "verbose" => p.verbose = true,
             _ => return Err(format!("unknown proxy option '{k}'")),
         }
@@ -118,13 +150,22 @@ fn parse_proxy(s: &str) -> Result<ProxyArg, String> {
     Ok(p)
 }
 
-fn remote_main(fd: i32, device: DeviceKind, doorbell: Option<PathBuf>, verbose: bool) -> ExitCode {
+/// Serves `dev` on the inherited socket `fd`; `report` renders the function's
+/// counters for `--counters`.
+fn serve_fd<F: PciFunction>(
+    fd: i32,
+    dev: F,
+    doorbell: Option<PathBuf>,
+    verbose: bool,
+    counters: Option<PathBuf>,
+    report: impl Fn(&F) -> String,
+) -> ExitCode {
     // Take ownership of the inherited descriptor only if it is a socket.
-    let is_socket = std::fs::read_link(format!("/proc/self/fd/{fd}")).is_ok()
+    let is_socket = fd >= 0
         && std::fs::metadata(format!("/proc/self/fd/{fd}"))
             .map(|m| m.file_type().is_socket())
             .unwrap_or(false);
-    if fd < 0 || !is_socket {
+    if !is_socket {
         eprintln!("qemu-proxy: --fd {fd} is not an open socket");
         return ExitCode::from(2);
     }
@@ -135,9 +176,6 @@ fn remote_main(fd: i32, device: DeviceKind, doorbell: Option<PathBuf>, verbose: 
     if let Some(p) = doorbell {
         irq.set_doorbell(Doorbell::new(p));
     }
-    let dev = match device {
-        DeviceKind::Testdev => TestDevice::new(),
-    };
     let mut remote = Remote::new(dev, irq);
     remote.set_verbose(verbose);
     let r = serve(&mut remote, sock);
@@ -159,6 +197,16 @@ fn remote_main(fd: i32, device: DeviceKind, doorbell: Option<PathBuf>, verbose: 
         remote.irq().edges(),
         remote.irq().kick_failures()
     );
+    let text = report(remote.device());
+    if !text.is_empty() {
+        eprintln!("qemu-proxy: disk counters: {}", text.replace('\n', " "));
+    }
+    if let Some(path) = counters {
+        if let Err(e) = std::fs::write(&path, &text) {
+            eprintln!("qemu-proxy: writing {}: {e}", path.display());
+            return ExitCode::FAILURE;
+        }
+    }
     match r {
         Ok(_) => {
             eprintln!("qemu-proxy: the proxy closed the connection");
@@ -171,6 +219,32 @@ fn remote_main(fd: i32, device: DeviceKind, doorbell: Option<PathBuf>, verbose: 
     }
 }
 
+/// The counters of an IDE disk as `key=value` lines.
+fn ide_counters(f: &IdeFunction) -> String {
+    let c = f.counters();
+    let h = f.host_ops();
+    let errors: u64 = c.errors.values().sum();
+    format!(
+        "reads={}\nwrites={}\nfua_writes={}\nflushes_asked={}\nfdatasyncs={}\nflushes_elided={}\n\
+         bytes_read={}\nbytes_written={}\nbytes_bounced={}\nheld={}\nerrors={}\n\
+         traced_dsync_writes={}\ntraced_writes={}\ntraced_fdatasyncs={}\n",
+        c.reads,
+        c.writes,
+        c.fua_writes,
+        c.flushes_asked,
+        c.fdatasyncs,
+        c.flushes_elided,
+        c.bytes_read,
+        c.bytes_written,
+        c.bytes_bounced,
+        c.held,
+        errors,
+        h.dsync_writes,
+        h.writes,
+        h.fdatasyncs
+    )
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.cmd {
@@ -178,8 +252,33 @@ fn main() -> ExitCode {
             fd,
             device,
             doorbell,
+            image,
+            cache,
+            counters,
+            trace,
             verbose,
-        } => remote_main(fd, device, doorbell, verbose),
+        } => match (device, image) {
+            (DeviceKind::Testdev, None) => {
+                serve_fd(fd, TestDevice::new(), doorbell, verbose, counters, |_| {
+                    String::new()
+                })
+            }
+            (DeviceKind::Testdev, Some(_)) => {
+                eprintln!("qemu-proxy: the test function takes no --image");
+                ExitCode::from(2)
+            }
+            (DeviceKind::Ide, None) => {
+                eprintln!("qemu-proxy: --device ide needs --image");
+                ExitCode::from(2)
+            }
+            (DeviceKind::Ide, Some(img)) => match IdeFunction::open(&img, cache, trace) {
+                Ok(dev) => serve_fd(fd, dev, doorbell, verbose, counters, ide_counters),
+                Err(e) => {
+                    eprintln!("qemu-proxy: {e}");
+                    ExitCode::FAILURE
+                }
+            },
+        },
         Cmd::Launch { proxies, qemu } => {
             let exe = match std::env::current_exe() {
                 Ok(p) => p,
@@ -198,6 +297,21 @@ fn main() -> ExitCode {
                     if let Some(d) = p.doorbell {
                         remote.push("--doorbell".into());
                         remote.push(d.into());
+                    }
+                    if let Some(i) = p.image {
+                        remote.push("--image".into());
+                        remote.push(i.into());
+                    }
+                    if let Some(c) = p.cache {
+                        remote.push("--cache".into());
+                        remote.push(c.into());
+                    }
+                    if let Some(c) = p.counters {
+                        remote.push("--counters".into());
+                        remote.push(c.into());
+                    }
+                    if p.trace {
+                        remote.push("--trace".into());
                     }
                     if p.verbose {
                         remote.push("--verbose".into());

@@ -20,7 +20,7 @@
 //!   sizes I/O BARs as if they were at least 16 bytes), no 64-bit BARs and no
 //!   expansion ROM (the proxy probes neither correctly): `qemu-pci-proxy.md` §6.
 
-use std::os::fd::BorrowedFd;
+use std::os::fd::RawFd;
 use std::sync::Arc;
 
 use vm_memory::GuestMemoryMmap;
@@ -71,11 +71,12 @@ pub trait PciFunction: Send {
     /// Guest RAM as the proxy last described it. Called whenever the layout
     /// changes; the function must not keep addresses from an older map.
     fn set_guest_memory(&mut self, mem: Arc<GuestMemoryMmap>);
-    /// A descriptor that becomes readable when the function has work to do
+    /// Descriptors that become readable when the function has work to do
     /// outside a register access (e.g. host I/O completed); the remote then
-    /// calls [`PciFunction::poll`].
-    fn wake_fd(&self) -> Option<BorrowedFd<'_>> {
-        None
+    /// calls [`PciFunction::poll`]. The function owns them; the remote only
+    /// polls them, and asks again after every message.
+    fn wake_fds(&self) -> Vec<RawFd> {
+        Vec::new()
     }
     /// Processes pending work. Also called after every message.
     fn poll(&mut self) {}

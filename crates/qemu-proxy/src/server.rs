@@ -13,7 +13,7 @@
 
 use std::fs::File;
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 
 use thiserror::Error;
@@ -230,7 +230,7 @@ pub fn serve<F: PciFunction>(
 ) -> Result<Stats, ServeError> {
     let mut ch = Channel::new(sock);
     loop {
-        let mut pfds = [
+        let mut pfds = vec![
             libc::pollfd {
                 fd: ch.socket().as_raw_fd(),
                 events: libc::POLLIN,
@@ -241,13 +241,13 @@ pub fn serve<F: PciFunction>(
                 events: libc::POLLIN,
                 revents: 0,
             },
-            libc::pollfd {
-                fd: remote.dev.wake_fd().map_or(-1, |f| f.as_fd().as_raw_fd()),
-                events: libc::POLLIN,
-                revents: 0,
-            },
         ];
-        // SAFETY: `pfds` is a live array of `pfds.len()` pollfd structs;
+        pfds.extend(remote.dev.wake_fds().into_iter().map(|fd| libc::pollfd {
+            fd,
+            events: libc::POLLIN,
+            revents: 0,
+        }));
+        // SAFETY: `pfds` is a live vector of `pfds.len()` pollfd structs;
         // negative descriptors are ignored by poll(2).
         let r = unsafe { libc::poll(pfds.as_mut_ptr(), pfds.len() as libc::nfds_t, -1) };
         if r < 0 {
@@ -260,7 +260,7 @@ pub fn serve<F: PciFunction>(
         if pfds[1].revents & libc::POLLIN != 0 {
             remote.resample();
         }
-        if pfds[2].revents != 0 {
+        if pfds[2..].iter().any(|p| p.revents != 0) {
             remote.dev.poll();
         }
         if pfds[0].revents != 0 {

@@ -5,7 +5,9 @@
 need_disk ide
 sd=$(dmesg | grep "\[$DISK\]")
 check_re "libata reports the disk with write cache enabled" 'Write cache: enabled' "$sd"
-check_re -g ata-fua "sd reports DPO/FUA support (libata.fua=1)" 'supports DPO and FUA' "$sd"
+# Not a check: whether sd uses FUA on a PATA disk is libata's policy (Debian's 6.1 kernel reports
+# no DPO/FUA here even with libata.fua=1 and the FUA commands in IDENTIFY, see docs/guests.md).
+say "sd: $(echo "$sd" | grep -o 'Write cache:.*' | head -1)"
 check_eq "queue/write_cache is 'write back'" "$(cat /sys/block/$DISK/queue/write_cache)" "write back"
 
 ident=$(hdparm -I "$DEV" 2>/dev/null)
