@@ -10,6 +10,9 @@
 //! `-device x-pci-proxy-dev,id=..,fd=N[,addr=..]` per function to QEMU's
 //! arguments and `--fd 3` to each remote's.
 //!
+//! Every child dies with the launcher (`PR_SET_PDEATHSIG`), so ending the
+//! launcher (e.g. by `timeout`) ends QEMU and the remotes too.
+//!
 //! Contract: [`launch`] returns QEMU's exit status (so `isa-debug-exit`
 //! results pass through). If a remote exits while QEMU runs, QEMU is killed
 //! and the result is an error: a guest whose device vanished must not pass.
@@ -85,18 +88,29 @@ pub enum LaunchError {
 }
 
 /// Gives the child `pairs[i].0` as descriptor `pairs[i].1`, without
-/// close-on-exec. The sources are first duplicated above every target (with
+/// close-on-exec, and makes the kernel SIGKILL the child if the launcher dies
+/// (so a launcher ended by `timeout` or a signal leaves no QEMU or remote
+/// behind). The sources are first duplicated above every target (with
 /// close-on-exec, so the copies vanish at exec), so one move cannot overwrite
 /// a source another move still needs.
 fn give_fds(cmd: &mut Command, pairs: Vec<(RawFd, RawFd)>) {
     let high = pairs.iter().map(|p| p.0.max(p.1)).max().unwrap_or(0) + 1;
+    // SAFETY: getpid has no preconditions.
+    let launcher = unsafe { libc::getpid() };
     // SAFETY: the closure runs in the child between fork and exec; it only
-    // calls fcntl(2) and dup2(2), which are async-signal-safe, and writes only
-    // to the vector it owns, whose capacity is reserved before the fork, so
-    // nothing allocates.
+    // calls prctl(2), getppid(2), fcntl(2) and dup2(2), which are
+    // async-signal-safe, and writes only to the vector it owns, whose
+    // capacity is reserved before the fork, so nothing allocates.
     unsafe {
         let mut tmp: Vec<RawFd> = Vec::with_capacity(pairs.len());
         cmd.pre_exec(move || {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            if libc::getppid() != launcher {
+                // the launcher died before the death signal was armed
+                return Err(io::Error::from_raw_os_error(libc::ESRCH));
+            }
             tmp.clear();
             for &(src, _) in &pairs {
                 let t = libc::fcntl(src, libc::F_DUPFD_CLOEXEC, high);

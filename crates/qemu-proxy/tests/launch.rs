@@ -88,3 +88,53 @@ fn bad_specs() {
     };
     assert!(matches!(launch(&missing), Err(LaunchError::Io { .. })));
 }
+
+#[test]
+fn children_die_with_the_launcher() {
+    // Run the launcher in a child process (this test binary re-executed) so it can be killed.
+    if let Ok(pidfile) = std::env::var("VMSTOR_LAUNCH_CHILD") {
+        let qemu = format!("echo $$ > {pidfile}; sleep 30");
+        let spec = LaunchSpec {
+            qemu: sh(&qemu),
+            proxies: vec![proxy(REMOTE, "p0", None)],
+        };
+        let _ = launch(&spec);
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let pidfile = dir.path().join("qemu.pid");
+    let mut launcher = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "children_die_with_the_launcher", "--nocapture"])
+        .env("VMSTOR_LAUNCH_CHILD", &pidfile)
+        .spawn()
+        .unwrap();
+    let t0 = Instant::now();
+    while !pidfile.exists() || std::fs::read_to_string(&pidfile).unwrap().trim().is_empty() {
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "QEMU stand-in never started"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let qemu_pid: i32 = std::fs::read_to_string(&pidfile)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    launcher.kill().unwrap();
+    launcher.wait().unwrap();
+    // the stand-in must be gone (killed by the kernel), well before its 30 s sleep
+    let t0 = Instant::now();
+    loop {
+        let stat = std::fs::read_to_string(format!("/proc/{qemu_pid}/stat")).unwrap_or_default();
+        // gone, or a zombie waiting for init to reap it
+        if stat.is_empty() || stat.split_whitespace().nth(2) == Some("Z") {
+            break;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(5),
+            "QEMU outlived the launcher: {stat}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
