@@ -36,6 +36,17 @@ die() { echo "!! build-guest: $*" >&2; exit 1; }
 # ext4 (with crc32c) mounts the ext2 filesystems busybox mke2fs makes (remount tests).
 MODULES=${GUEST_MODULES:-"ata_piix ata_generic virtio_pci virtio_blk virtio_scsi sd_mod sg crc32c_generic ext4"}
 
+# ---------------------------------------------------------------- 0. host tools
+missing=""
+command -v xz >/dev/null || missing="$missing xz-utils"
+command -v dpkg-deb >/dev/null || missing="$missing dpkg"
+command -v ldd >/dev/null || missing="$missing libc-bin"
+if [ -n "$missing" ]; then
+  say "installing$missing"
+  apt-get -o DPkg::Lock::Timeout=600 install -y --no-install-recommends $missing >/dev/null \
+    || die "cannot install$missing"
+fi
+
 # ---------------------------------------------------------------- 1. packages
 # A fresh machine may have no package lists yet.
 if ! compgen -G '/var/lib/apt/lists/*_Packages*' >/dev/null; then
