@@ -376,6 +376,36 @@ pub enum Message {
     DeviceReset,
 }
 
+/// The protocol table as markdown (in `docs/guests.md`, checked by a test).
+pub fn commands_markdown() -> String {
+    let mut out = String::from(
+        "| cmd | name | direction | payload bytes | descriptors | remote replies |\n|---|---|---|---|---|---|\n",
+    );
+    for c in COMMANDS {
+        let payload = c
+            .payload
+            .iter()
+            .map(|n| n.to_string())
+            .collect::<Vec<_>>()
+            .join(" or ");
+        let fds = match c.fds {
+            FdRule::None => "0".to_string(),
+            FdRule::Exactly(n) => n.to_string(),
+            FdRule::OneToMax => format!("1..{}", MAX_FDS - 1),
+        };
+        let dir = match c.direction {
+            Direction::ToRemote => "QEMU → remote",
+            Direction::ToProxy => "remote → QEMU",
+        };
+        let reply = if c.reply { "one RET" } else { "nothing" };
+        out.push_str(&format!(
+            "| {} | {} | {dir} | {payload} | {fds} | {reply} |\n",
+            c.cmd as i32, c.name
+        ));
+    }
+    out
+}
+
 /// Checks a header before its payload is read: the command exists and the
 /// announced size is bounded. Returns the command and payload size.
 pub fn check_header(hdr: &MsgHeader) -> Result<(Command, usize), WireError> {
@@ -782,6 +812,24 @@ mod tests {
         assert_eq!(
             decode(Command::Ret, &[0; 8], 0),
             Err(WireError::WrongDirection(Command::Ret))
+        );
+    }
+
+    #[test]
+    fn docs_table_is_current() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/guests.md");
+        let doc = std::fs::read_to_string(path).expect("docs/guests.md");
+        let table = commands_markdown();
+        let begin = "<!-- mpqemu:begin -->\n";
+        let end = "<!-- mpqemu:end -->";
+        let got = doc
+            .split_once(begin)
+            .and_then(|(_, rest)| rest.split_once(end))
+            .map(|(t, _)| t);
+        assert_eq!(
+            got,
+            Some(table.as_str()),
+            "docs/guests.md protocol table; want:\n{table}"
         );
     }
 
