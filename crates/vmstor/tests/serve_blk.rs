@@ -4,27 +4,20 @@
 //! kicks and interrupts are eventfds. The daemon is the real binary; its
 //! counters file (JSON) is how the host side is observed.
 
+#[path = "serve_common.rs"]
+mod common;
+
+use common::*;
+
 use std::fs::File;
-use std::os::fd::FromRawFd;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
-use serde_json::Value;
-use vhost::vhost_user::message::{
-    VhostUserConfigFlags, VhostUserProtocolFeatures, VhostUserVirtioFeatures,
-};
-use vhost::vhost_user::{Frontend, VhostUserFrontend};
-use vhost::{VhostBackend, VhostUserMemoryRegionInfo, VringConfigData};
-use vm_memory::mmap::MmapRegion;
-use vm_memory::{Bytes, FileOffset, GuestAddress, GuestMemoryMmap, GuestRegionMmap};
-use vmm_sys_util::eventfd::EventFd;
+use vhost::vhost_user::message::VhostUserConfigFlags;
+use vhost::vhost_user::VhostUserFrontend;
+use vhost::VhostBackend;
+use vm_memory::{Bytes, GuestAddress};
 
-const MEM_SIZE: usize = 4 << 20;
-const QSIZE: u16 = 256;
-const IMAGE_SIZE: u64 = 1 << 20;
-
-// virtio-blk request types and feature bits (virtio 1.2 §5.2).
 const T_IN: u32 = 0;
 const T_OUT: u32 = 1;
 const T_FLUSH: u32 = 4;
@@ -32,25 +25,9 @@ const T_GET_ID: u32 = 8;
 const F_FLUSH: u64 = 1 << 9;
 const F_CONFIG_WCE: u64 = 1 << 11;
 const F_MQ: u64 = 1 << 12;
-const F_EVENT_IDX: u64 = 1 << 29;
 const F_VERSION_1: u64 = 1 << 32;
 /// Offset of `writeback` in `struct virtio_blk_config`.
 const WRITEBACK_OFFSET: u32 = 32;
-
-const DESC_F_NEXT: u16 = 1;
-const DESC_F_WRITE: u16 = 2;
-
-/// Generous bound for anything the daemon does; tests never assert on time.
-const PATIENCE: Duration = Duration::from_secs(30);
-
-struct Daemon {
-    child: Option<Child>,
-    socket: PathBuf,
-    counters: PathBuf,
-    log: PathBuf,
-    _dir: tempfile::TempDir,
-    image: PathBuf,
-}
 
 impl Daemon {
     /// Starts `vmstor serve` on a fresh 1 MiB image with `extra` export
@@ -63,152 +40,17 @@ impl Daemon {
     /// images for extra exports).
     fn start_in(dir: tempfile::TempDir, extra: &[&str]) -> Daemon {
         let image = dir.path().join("disk.img");
-        let f = File::create(&image).unwrap();
-        f.set_len(IMAGE_SIZE).unwrap();
-        drop(f);
+        File::create(&image).unwrap().set_len(IMAGE_SIZE).unwrap();
         let socket = dir.path().join("vu.sock");
-        let counters = dir.path().join("counters.json");
-        let log = dir.path().join("daemon.log");
         let mut args: Vec<String> = vec![
-            "serve".into(),
-            "--counters".into(),
-            counters.display().to_string(),
             "--vhost-user-blk".into(),
             socket.display().to_string(),
             "--image".into(),
             image.display().to_string(),
         ];
         args.extend(extra.iter().map(|s| s.to_string()));
-        let child = Command::new(env!("CARGO_BIN_EXE_vmstor"))
-            .args(&args)
-            .env("VMSTOR_LOG", "debug")
-            .stdout(Stdio::null())
-            .stderr(File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
-        let d = Daemon {
-            child: Some(child),
-            socket,
-            counters,
-            log,
-            _dir: dir,
-            image,
-        };
-        d.wait_until("socket", || d.socket.exists());
-        d
+        Daemon::spawn(dir, args, socket, image)
     }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    fn wait_until(&self, what: &str, mut f: impl FnMut() -> bool) {
-        let t = Instant::now();
-        while !f() {
-            assert!(
-                t.elapsed() < PATIENCE,
-                "gave up waiting for {what}; daemon log:\n{}",
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    }
-
-    fn signal(&self, sig: i32) {
-        let pid = self.child.as_ref().unwrap().id() as i32;
-        // SAFETY: plain kill(2) on our own child.
-        assert_eq!(unsafe { libc::kill(pid, sig) }, 0);
-    }
-
-    fn counters(&self) -> Value {
-        std::fs::read_to_string(&self.counters)
-            .ok()
-            .and_then(|s| serde_json::from_str(&s).ok())
-            .unwrap_or(Value::Null)
-    }
-
-    /// Asks for fresh counters (SIGUSR1) until `f` holds for export 0.
-    fn counters_until(&self, what: &str, f: impl Fn(&Value) -> bool) -> Value {
-        let mut last = Value::Null;
-        self.wait_until(what, || {
-            self.signal(libc::SIGUSR1);
-            std::thread::sleep(Duration::from_millis(20));
-            last = self.counters();
-            f(&last["exports"][0])
-        });
-        last["exports"][0].clone()
-    }
-
-    /// SIGTERM, then the exit status.
-    fn terminate(&mut self) -> std::process::ExitStatus {
-        self.signal(libc::SIGTERM);
-        let mut child = self.child.take().unwrap();
-        let t = Instant::now();
-        loop {
-            if let Some(s) = child.try_wait().unwrap() {
-                return s;
-            }
-            if t.elapsed() > PATIENCE {
-                let _ = child.kill();
-                panic!("daemon did not exit on SIGTERM; log:\n{}", self.log());
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    }
-
-    fn image_bytes(&self) -> Vec<u8> {
-        std::fs::read(&self.image).unwrap()
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-fn disk(c: &Value) -> &Value {
-    &c["disks"][0]
-}
-
-fn num(v: &Value) -> u64 {
-    v.as_u64().unwrap_or_else(|| panic!("not a number: {v}"))
-}
-
-/// One split virtqueue laid out in guest memory.
-struct Vq {
-    desc: u64,
-    avail: u64,
-    used: u64,
-    next_avail: u16,
-    last_used: u16,
-    next_desc: u16,
-    kick: EventFd,
-    call: EventFd,
-}
-
-/// A guest: memfd memory shared with the daemon, a front end, queues.
-struct Guest {
-    fe: Frontend,
-    mem: GuestMemoryMmap,
-    host_base: u64,
-    queues: Vec<Vq>,
-    bump: u64,
-    features: u64,
-}
-
-fn memfd(size: usize) -> File {
-    let name = c"vmstor-test-guest";
-    // SAFETY: memfd_create with a valid C string; the fd is owned below.
-    let fd = unsafe { libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC) };
-    assert!(fd >= 0, "memfd_create failed");
-    // SAFETY: fd is a fresh, owned descriptor.
-    let f = unsafe { File::from_raw_fd(fd) };
-    f.set_len(size as u64).unwrap();
-    f
 }
 
 struct Req {
@@ -262,136 +104,6 @@ struct Reply {
 }
 
 impl Guest {
-    /// Connects and negotiates `want` (masked by what is offered) with
-    /// `queues` queues.
-    fn connect(socket: &Path, queues: usize, want: u64) -> Guest {
-        let file = memfd(MEM_SIZE);
-        let region = MmapRegion::from_file(FileOffset::new(file, 0), MEM_SIZE).unwrap();
-        let region = GuestRegionMmap::new(region, GuestAddress(0)).unwrap();
-        let info = VhostUserMemoryRegionInfo::from_guest_region(&region).unwrap();
-        let host_base = info.userspace_addr;
-        let mem = GuestMemoryMmap::from_regions(vec![region]).unwrap();
-
-        let mut fe = Frontend::connect(socket, queues as u64).unwrap();
-        fe.set_owner().unwrap();
-        let offered = fe.get_features().unwrap();
-        assert_ne!(
-            offered & VhostUserVirtioFeatures::PROTOCOL_FEATURES.bits(),
-            0
-        );
-        let pf = fe.get_protocol_features().unwrap();
-        assert!(pf.contains(VhostUserProtocolFeatures::CONFIG | VhostUserProtocolFeatures::MQ));
-        fe.set_protocol_features(
-            VhostUserProtocolFeatures::CONFIG
-                | VhostUserProtocolFeatures::MQ
-                | VhostUserProtocolFeatures::REPLY_ACK,
-        )
-        .unwrap();
-        assert!(fe.get_queue_num().unwrap() >= queues as u64);
-        let features = (offered & want) | VhostUserVirtioFeatures::PROTOCOL_FEATURES.bits();
-        fe.set_features(features).unwrap();
-        fe.set_mem_table(&[info]).unwrap();
-        let mut g = Guest {
-            fe,
-            mem,
-            host_base,
-            queues: Vec::new(),
-            bump: 1 << 20,
-            features,
-        };
-        for q in 0..queues {
-            g.add_queue(q);
-        }
-        g
-    }
-
-    fn add_queue(&mut self, q: usize) {
-        let base = (q as u64) * 0x10000;
-        let vq = Vq {
-            desc: base,
-            avail: base + 16 * u64::from(QSIZE),
-            used: base + 0x8000,
-            next_avail: 0,
-            last_used: 0,
-            next_desc: 0,
-            kick: EventFd::new(0).unwrap(),
-            call: EventFd::new(libc::EFD_NONBLOCK).unwrap(),
-        };
-        self.fe.set_vring_num(q, QSIZE).unwrap();
-        self.fe
-            .set_vring_addr(
-                q,
-                &VringConfigData {
-                    queue_max_size: QSIZE,
-                    queue_size: QSIZE,
-                    flags: 0,
-                    desc_table_addr: self.host_base + vq.desc,
-                    used_ring_addr: self.host_base + vq.used,
-                    avail_ring_addr: self.host_base + vq.avail,
-                    log_addr: None,
-                },
-            )
-            .unwrap();
-        self.fe.set_vring_base(q, 0).unwrap();
-        self.fe.set_vring_call(q, &vq.call).unwrap();
-        self.fe.set_vring_kick(q, &vq.kick).unwrap();
-        self.fe.set_vring_enable(q, true).unwrap();
-        self.queues.push(vq);
-    }
-
-    fn alloc(&mut self, len: usize) -> u64 {
-        let a = self.bump;
-        self.bump += (len as u64).div_ceil(64) * 64 + 64;
-        assert!(self.bump < MEM_SIZE as u64, "test guest out of memory");
-        a
-    }
-
-    /// Posts raw descriptors `(addr, len, device_writable)` as one chain on
-    /// queue `q` and kicks. Returns the head.
-    fn post(&mut self, q: usize, descs: &[(u64, u32, bool)]) -> u16 {
-        let event_idx = self.features & F_EVENT_IDX != 0;
-        let vq = &mut self.queues[q];
-        let head = vq.next_desc;
-        for (i, &(addr, len, w)) in descs.iter().enumerate() {
-            let idx = (vq.next_desc + i as u16) % QSIZE;
-            let next = (idx + 1) % QSIZE;
-            let mut flags = if w { DESC_F_WRITE } else { 0 };
-            if i + 1 < descs.len() {
-                flags |= DESC_F_NEXT;
-            }
-            let d = vq.desc + 16 * u64::from(idx);
-            self.mem.write_obj(addr.to_le(), GuestAddress(d)).unwrap();
-            self.mem
-                .write_obj(len.to_le(), GuestAddress(d + 8))
-                .unwrap();
-            self.mem
-                .write_obj(flags.to_le(), GuestAddress(d + 12))
-                .unwrap();
-            self.mem
-                .write_obj(next.to_le(), GuestAddress(d + 14))
-                .unwrap();
-        }
-        vq.next_desc = (vq.next_desc + descs.len() as u16) % QSIZE;
-        let slot = vq.avail + 4 + 2 * u64::from(vq.next_avail % QSIZE);
-        self.mem
-            .write_obj(head.to_le(), GuestAddress(slot))
-            .unwrap();
-        vq.next_avail = vq.next_avail.wrapping_add(1);
-        if event_idx {
-            // used_event: interrupt on the next completion.
-            let ue = vq.used + 4 + 8 * u64::from(QSIZE);
-            self.mem
-                .write_obj(vq.last_used.to_le(), GuestAddress(ue))
-                .unwrap();
-        }
-        std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
-        self.mem
-            .write_obj(vq.next_avail.to_le(), GuestAddress(vq.avail + 2))
-            .unwrap();
-        vq.kick.write(1).unwrap();
-        head
-    }
-
     /// Builds a virtio-blk request, posts it; returns (head, data addr,
     /// status addr).
     fn submit(&mut self, q: usize, r: &Req) -> (u16, u64, u64) {
@@ -420,36 +132,6 @@ impl Guest {
         descs.push((status, 1, true));
         let head = self.post(q, &descs);
         (head, data, status)
-    }
-
-    /// The next used entry of queue `q`, if there is one now.
-    fn try_used(&mut self, q: usize) -> Option<(u16, u32)> {
-        let vq = &mut self.queues[q];
-        let idx: u16 = self.mem.read_obj(GuestAddress(vq.used + 2)).unwrap();
-        if u16::from_le(idx) == vq.last_used {
-            return None;
-        }
-        let e = vq.used + 4 + 8 * u64::from(vq.last_used % QSIZE);
-        let id: u32 = self.mem.read_obj(GuestAddress(e)).unwrap();
-        let len: u32 = self.mem.read_obj(GuestAddress(e + 4)).unwrap();
-        vq.last_used = vq.last_used.wrapping_add(1);
-        Some((u32::from_le(id) as u16, u32::from_le(len)))
-    }
-
-    fn wait_used(&mut self, q: usize, d: &Daemon) -> (u16, u32) {
-        let t = Instant::now();
-        loop {
-            if let Some(u) = self.try_used(q) {
-                return u;
-            }
-            assert!(
-                t.elapsed() < PATIENCE,
-                "no completion on queue {q}; daemon log:\n{}",
-                d.log()
-            );
-            let _ = self.queues[q].call.read();
-            std::thread::sleep(Duration::from_millis(2));
-        }
     }
 
     /// Runs one request to completion.
@@ -488,12 +170,6 @@ impl Guest {
             &[u8::from(on)],
         )
     }
-}
-
-fn pattern(seed: u8, len: usize) -> Vec<u8> {
-    (0..len)
-        .map(|i| seed.wrapping_add((i * 7 % 251) as u8))
-        .collect()
 }
 
 const WANT: u64 = F_FLUSH | F_CONFIG_WCE | F_VERSION_1 | F_EVENT_IDX | F_MQ;
