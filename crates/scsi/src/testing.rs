@@ -8,7 +8,6 @@ use std::sync::{Arc, Condvar, Mutex};
 
 use vmstor_hostio::{Disk, DiskOptions, ExecutorKind, HostCaps, HostFile, IoVec, Policy};
 
-
 /// An image in memory. Each `*_errno` makes that kind of syscall fail with
 /// the errno (0 = succeed) until cleared; a closed gate blocks writes until
 /// opened.
@@ -198,7 +197,10 @@ fn checked(lu: &crate::ScsiDisk, cdb: &[u8], buf_len: usize, d: &crate::Done) {
     match &d.outcome {
         Outcome::Overrun => assert!((buf_len as u64) < t.len(), "overrun with room"),
         Outcome::Complete(r) => {
-            assert!(r.transferred <= buf_len as u64, "moved more than the buffer");
+            assert!(
+                r.transferred <= buf_len as u64,
+                "moved more than the buffer"
+            );
             assert_eq!(r.status == Status::CheckCondition, !r.sense.is_empty());
             if r.status == Status::CheckCondition {
                 assert!(crate::Sense::parse(&r.sense).is_some());
