@@ -343,13 +343,12 @@ impl ScsiWorker {
         }
         let hdr_len = 19 + u64::from(self.cdb_size);
         let resp_len = 12 + u64::from(self.sense_size);
-        let quick = |this: &Self, response: u8| {
+        let quick = |response: u8| {
             let h = CmdRespHeader {
                 response,
                 ..Default::default()
             };
             write(mem, &w, 0, h.as_bytes());
-            let _ = this;
             Ok(vec![Finished {
                 queue,
                 head,
@@ -357,12 +356,12 @@ impl ScsiWorker {
             }])
         };
         if rtot < hdr_len {
-            return quick(self, resp::FAILURE);
+            return quick(resp::FAILURE);
         }
         let mut hb = [0u8; 19];
         read(mem, &r, 0, &mut hb);
         let Ok(h) = CmdReqHeader::read_from_bytes(&hb) else {
-            return quick(self, resp::FAILURE);
+            return quick(resp::FAILURE);
         };
         let mut cdb = vec![0u8; (self.cdb_size as usize).min(MAX_CDB)];
         read(mem, &r, 19, &mut cdb);
@@ -371,19 +370,19 @@ impl ScsiWorker {
         let (out_len, in_len) = (total(&dataout), total(&datain));
         if out_len > 0 && in_len > 0 {
             // Bidirectional without VIRTIO_SCSI_F_INOUT (§5.6.6.1.1).
-            return quick(self, resp::FAILURE);
+            return quick(resp::FAILURE);
         }
         if dataout.len().max(datain.len()) as u64 > u64::from(self.seg_max) {
-            return quick(self, resp::FAILURE);
+            return quick(resp::FAILURE);
         }
         let resp_segs = slice(&w, 0, resp_len);
         let (target, lun) = match parse_lun(&h.lun) {
-            LunAddr::NoTarget => return quick(self, resp::BAD_TARGET),
+            LunAddr::NoTarget => return quick(resp::BAD_TARGET),
             LunAddr::BadLun { target } => (target, None),
             LunAddr::Lun { target, lun } => (target, Some(lun)),
         };
         if self.target_luns(target).is_empty() {
-            return quick(self, resp::BAD_TARGET);
+            return quick(resp::BAD_TARGET);
         }
         let Some(lu) = lun.and_then(|l| self.luns.get(&(target, l))).cloned() else {
             // The target answers for a LUN with no logical unit.
