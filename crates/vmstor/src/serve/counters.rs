@@ -35,10 +35,10 @@ pub(crate) struct ExportStats {
 pub(crate) const COUNTER_FIELDS: &[(&str, &str)] = &[
     ("connections", "front-end connections accepted (export)"),
     ("chains", "guest requests (descriptor chains) taken from the queues (export)"),
-    ("status_ioerr", "requests answered with an I/O error status (export)"),
-    ("status_unsupp", "requests answered \"unsupported\" (export)"),
+    ("status_ioerr", "requests answered with an I/O error status (export; vhost-user-blk only)"),
+    ("status_unsupp", "requests answered \"unsupported\" (export; vhost-user-blk only)"),
     ("bad_chains", "chains that could not be answered; their queue stops until the front end resets it (export)"),
-    ("held_failed", "held requests failed with an I/O error because the daemon or the front end stopped first (export)"),
+    ("held_failed", "held requests ended because the daemon or the front end stopped first: IOERR (blk), VIRTIO_SCSI_S_RESET (scsi) (export)"),
     ("requests", "hostio requests of every type (disk)"),
     ("reads", "read requests (disk)"),
     ("writes", "write requests, FUA included (disk)"),

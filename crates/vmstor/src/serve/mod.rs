@@ -11,11 +11,13 @@
 //!        (reconnect loop)            │ one epoll thread per queue
 //!                                    ▼
 //!                     blk::BlkConn (VhostUserBackend) ── BlockWorker ── Disk
+//!                     scsi::ScsiConn (VhostUserBackend) ── ScsiWorker ── ScsiDisk ── Disk
 //! ```
 //! - [`cli`]: the option table; parsing, `--help` and the docs table.
 //! - [`daemon`]: the per-export serving loop (accept, serve, settle and
 //!   flush on disconnect, accept again) and graceful stop.
 //! - [`blk`]: the vhost-user-blk back end on `vmstor-virtio-blk`.
+//! - [`scsi`]: the vhost-user-scsi back end on `vmstor-virtio-scsi`.
 //! - [`vring`]: what the back ends share (vring table, interrupt rules).
 //! - [`counters`]: per-export counters, printed and written as JSON.
 //!
@@ -30,6 +32,7 @@ pub(crate) mod counters;
 pub(crate) mod daemon;
 #[cfg(test)]
 mod doctable;
+pub(crate) mod scsi;
 pub(crate) mod vring;
 
 use std::fs::OpenOptions;
@@ -243,9 +246,31 @@ fn build(cfg: &ServeConfig, hook: Hook) -> Result<Vec<Built>, String> {
                 });
             }
             ExportKind::Scsi => {
-                return Err(format!(
-                    "scsi{i}: vhost-user-scsi is not available yet in this build"
-                ));
+                let name = format!("scsi{i}");
+                let mut luns = Vec::new();
+                for (l, d) in e.luns.iter().enumerate() {
+                    let disk = open_disk(d).map_err(|m| format!("{name} lun {l}: {m}"))?;
+                    luns.push(scsi::Lun {
+                        disk,
+                        image: d.image.clone().unwrap_or_default(),
+                        config: vmstor_scsi::ScsiDiskConfig {
+                            serial: format!("VMSTOR-{name}-{l}"),
+                            ..Default::default()
+                        },
+                    });
+                }
+                let svc = Arc::new(scsi::ScsiService::new(luns, e.queues, e.queue_size));
+                let listener = listen(&e.socket).map_err(|m| format!("{name}: {m}"))?;
+                let server = Arc::new(
+                    Server::new(name.clone(), e.kind, e.socket.clone(), svc, hook.clone())
+                        .map_err(|m| format!("{name}: {m}"))?,
+                );
+                let s2 = server.clone();
+                out.push(Built {
+                    export: server,
+                    listener,
+                    run: Arc::new(move |l| s2.run(l)),
+                });
             }
         }
     }
