@@ -145,7 +145,7 @@ ide_vmstor() {  # $1 image: our IDE function behind x-pci-proxy-dev, interrupts 
   need_proxy_bin
   QARGS+=(-chardev "socket,id=db0,path=$RUN_DIR/doorbell-ide.sock,server=on,wait=off"
           -device pci-serial,chardev=db0,addr=0x6)
-  PROXIES+=(--proxy "device=ide,image=$1,cache=writeback,addr=0x2,doorbell=$RUN_DIR/doorbell-ide.sock,log=$RUN_DIR/proxy-ide.log,counters=$RUN_DIR/counters-ide.txt,trace")
+  PROXIES+=(--proxy "device=ide,image=$1,cache=writeback,addr=0x2,doorbell=$RUN_DIR/doorbell-ide.sock,log=$RUN_DIR/proxy-ide.log,counters=$RUN_DIR/counters-ide.txt,trace${PROXY_VERBOSE:+,verbose}")
   DOORBELLS+=(0000:00:06.0)
   KARGS+=(vmstor.pci.ide=0000:00:02.0 libata.fua=1)
 }
@@ -300,7 +300,8 @@ boot() {
   [ -n "$dbs" ] && append="$append vmstor.doorbell=$dbs"
   append="$append ${GUEST_APPEND:-}"
   PRE_QEMU=()
-  [ ${#PROXIES[@]} -gt 0 ] && PRE_QEMU=("$VMSTOR_PROXY_BIN" launch "${PROXIES[@]}" --)
+  # VMSTOR_PROXY_HISTORY: each remote logs its last 400 messages at exit (post-mortem data)
+  [ ${#PROXIES[@]} -gt 0 ] && PRE_QEMU=(env VMSTOR_PROXY_HISTORY=1 "$VMSTOR_PROXY_BIN" launch "${PROXIES[@]}" --)
   [ "$SHELL_MODE" = 1 ] && append="$append vmstor.shell=1"
   local q=(qemu-system-x86_64 -accel tcg -M pc -nodefaults -display none -no-reboot
            -bios "$QBOOT" -m 512 -smp "$SMP"

@@ -150,6 +150,10 @@ fn parse_proxy(s: &str) -> Result<ProxyArg, String> {
     Ok(p)
 }
 
+/// Messages kept for the post-mortem dump (printed when the connection fails, or always with
+/// `VMSTOR_PROXY_HISTORY` set).
+const HISTORY: usize = 400;
+
 /// Serves `dev` on the inherited socket `fd`; `report` renders the function's
 /// counters for `--counters`.
 fn serve_fd<F: PciFunction>(
@@ -178,6 +182,7 @@ fn serve_fd<F: PciFunction>(
     }
     let mut remote = Remote::new(dev, irq);
     remote.set_verbose(verbose);
+    remote.set_history(HISTORY);
     let r = serve(&mut remote, sock);
     let s = remote.stats();
     eprintln!(
@@ -197,6 +202,12 @@ fn serve_fd<F: PciFunction>(
         remote.irq().edges(),
         remote.irq().kick_failures()
     );
+    if r.is_err() || std::env::var_os("VMSTOR_PROXY_HISTORY").is_some() {
+        eprintln!("qemu-proxy: last {HISTORY} messages, oldest first:");
+        for e in remote.history() {
+            eprintln!("qemu-proxy:   {:x?} {:#x}", e.msg, e.value);
+        }
+    }
     let text = report(remote.device());
     if !text.is_empty() {
         eprintln!("qemu-proxy: disk counters: {}", text.replace('\n', " "));

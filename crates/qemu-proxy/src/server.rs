@@ -22,7 +22,7 @@ use crate::channel::{Channel, ChannelError};
 use crate::irq::IrqLine;
 use crate::memory::SysMem;
 use crate::pci::{decode_bar, PciFunction};
-use crate::wire::{size_mask, Message};
+use crate::wire::{size_mask, Message, Space};
 
 /// Message counters.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -62,6 +62,34 @@ pub enum ServeError {
     Poll(io::Error),
 }
 
+/// One handled message, as kept by the history ring.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Event {
+    /// What it was.
+    pub msg: EventKind,
+    /// The value written, or the value returned.
+    pub value: u64,
+}
+
+/// The kind of an [`Event`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventKind {
+    /// SYNC_SYSMEM (value: 1 if the layout changed).
+    SyncSysmem,
+    /// Config read at offset/size.
+    CfgRead(u16, u8),
+    /// Config write at offset/size.
+    CfgWrite(u16, u8),
+    /// BAR read at the absolute address/size.
+    BarRead(Space, u64, u8),
+    /// BAR write at the absolute address/size.
+    BarWrite(Space, u64, u8),
+    /// SET_IRQFD.
+    SetIrqfd,
+    /// DEVICE_RESET.
+    Reset,
+}
+
 /// One proxied PCI function and the state the protocol gives it.
 #[derive(Debug)]
 pub struct Remote<F> {
@@ -71,6 +99,8 @@ pub struct Remote<F> {
     resamplefd: Option<File>,
     stats: Stats,
     verbose: bool,
+    history: std::collections::VecDeque<Event>,
+    history_len: usize,
 }
 
 impl<F: PciFunction> Remote<F> {
@@ -87,12 +117,36 @@ impl<F: PciFunction> Remote<F> {
             resamplefd: None,
             stats: Stats::default(),
             verbose: false,
+            history: std::collections::VecDeque::new(),
+            history_len: 0,
         }
     }
 
     /// Logs every message on stderr.
     pub fn set_verbose(&mut self, verbose: bool) {
         self.verbose = verbose;
+    }
+
+    /// Keeps the last `len` messages (cheap, unlike `verbose`, so it does not
+    /// change the timing being debugged); see [`Remote::history`].
+    pub fn set_history(&mut self, len: usize) {
+        self.history_len = len;
+        self.history = std::collections::VecDeque::with_capacity(len);
+    }
+
+    /// The last messages handled, oldest first.
+    pub fn history(&self) -> impl Iterator<Item = &Event> {
+        self.history.iter()
+    }
+
+    fn record(&mut self, msg: EventKind, value: u64) {
+        if self.history_len == 0 {
+            return;
+        }
+        if self.history.len() == self.history_len {
+            self.history.pop_front();
+        }
+        self.history.push_back(Event { msg, value });
     }
 
     /// The function.
@@ -128,6 +182,7 @@ impl<F: PciFunction> Remote<F> {
                 match self.mem.update(&regions, fds) {
                     Ok(Some(mem)) => {
                         self.stats.sysmem_changes += 1;
+                        self.record(EventKind::SyncSysmem, 1);
                         if self.verbose {
                             eprintln!("qemu-proxy: guest RAM {regions:x?}");
                         }
@@ -145,6 +200,7 @@ impl<F: PciFunction> Remote<F> {
             Message::CfgRead { addr, len } => {
                 self.stats.cfg_reads += 1;
                 let v = self.dev.config_read(addr, len);
+                self.record(EventKind::CfgRead(addr, len), u64::from(v));
                 if self.verbose {
                     eprintln!("qemu-proxy: CFGREAD {addr:#04x}/{len} -> {v:#x}");
                 }
@@ -152,6 +208,7 @@ impl<F: PciFunction> Remote<F> {
             }
             Message::CfgWrite { addr, len, val } => {
                 self.stats.cfg_writes += 1;
+                self.record(EventKind::CfgWrite(addr, len), u64::from(val));
                 if self.verbose {
                     eprintln!("qemu-proxy: CFGWRITE {addr:#04x}/{len} <- {val:#x}");
                 }
@@ -168,6 +225,7 @@ impl<F: PciFunction> Remote<F> {
                         size_mask(size)
                     }
                 };
+                self.record(EventKind::BarRead(space, addr, size), v);
                 if self.verbose {
                     eprintln!("qemu-proxy: BAR_READ {space:?} {addr:#x}/{size} -> {v:#x}");
                 }
@@ -180,6 +238,7 @@ impl<F: PciFunction> Remote<F> {
                 val,
             } => {
                 self.stats.bar_writes += 1;
+                self.record(EventKind::BarWrite(space, addr, size), val);
                 if self.verbose {
                     eprintln!("qemu-proxy: BAR_WRITE {space:?} {addr:#x}/{size} <- {val:#x}");
                 }
@@ -191,6 +250,7 @@ impl<F: PciFunction> Remote<F> {
             }
             Message::SetIrqfd => {
                 self.stats.set_irqfd += 1;
+                self.record(EventKind::SetIrqfd, 0);
                 let mut it = fds.into_iter();
                 if let (Some(irqfd), Some(resample)) = (it.next(), it.next()) {
                     self.irq.set_irqfd(File::from(irqfd));
@@ -200,6 +260,7 @@ impl<F: PciFunction> Remote<F> {
             }
             Message::DeviceReset => {
                 self.stats.resets += 1;
+                self.record(EventKind::Reset, 0);
                 if self.verbose {
                     eprintln!("qemu-proxy: DEVICE_RESET");
                 }

@@ -65,7 +65,11 @@ disk_for() {
 }
 # need_disk NAME: set DISK/DEV for the test's device or exit with a failure.
 need_disk() {
-  DISK=$(disk_for "$1") || { bad "find the disk" "nothing under vmstor.pci.$1=$(arg "vmstor.pci.$1" "")"; finish; }
+  DISK=$(disk_for "$1") || {
+    bad "find the disk" "nothing under vmstor.pci.$1=$(arg "vmstor.pci.$1" "")"
+    echo "---- dmesg (last 60 lines)"; dmesg | tail -60; echo "----"
+    finish
+  }
   DEV=/dev/$DISK
   say "testing $DEV ($(readlink -f /sys/block/$DISK | sed 's,/sys/devices/,,'))"
 }
