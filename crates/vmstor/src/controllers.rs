@@ -23,7 +23,7 @@ pub enum Controller {
 impl Controller {
     /// The controllers available in this build, in table order.
     pub fn available() -> Vec<Controller> {
-        vec![Controller::Ide, Controller::VirtioBlk]
+        vec![Controller::Ide, Controller::Scsi, Controller::VirtioBlk]
     }
 
     /// Every controller name accepted on the command line.
@@ -48,9 +48,8 @@ impl Controller {
             }
             Controller::Engine => Ok(Box::new(vmstor_hostio::crash::EngineDriver::new(disk))),
             Controller::Ide => Ok(Box::new(vmstor_ata::testing::IdeDriver::new(disk))),
-            Controller::Scsi => Err(format!(
-                "the {} controller is not in this build yet",
-                self.name()
+            Controller::Scsi => Ok(Box::new(
+                vmstor_virtio_scsi::testing::TestInitiator::with_disk(disk),
             )),
         }
     }

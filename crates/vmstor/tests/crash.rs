@@ -168,3 +168,13 @@ fn ide_identify_lie_is_caught() {
     let honest = |d: Arc<Disk>| Controller::Ide.driver(d).unwrap();
     assert!(run_case(&honest, &c, &min).is_ok());
 }
+
+#[test]
+fn scsi_crash() {
+    crash_suite(Controller::Scsi);
+}
+
+#[test]
+fn scsi_faults() {
+    fault_suite(Controller::Scsi);
+}
