@@ -271,9 +271,12 @@ impl TestInitiator {
     }
 
     /// Allocates `len` bytes of guest memory (bump allocator, recycled
-    /// between commands when nothing is outstanding).
+    /// between commands when nothing is outstanding). Data-sized buffers
+    /// (512 bytes or more) are page-aligned, as a guest's bio pages are, so
+    /// O_DIRECT can use them without bouncing; headers are 64-byte aligned.
     pub fn alloc(&mut self, len: usize) -> u64 {
-        let a = (self.bump + 63) & !63;
+        let align: u64 = if len >= 512 { 4096 } else { 64 };
+        let a = (self.bump + align - 1) & !(align - 1);
         if a + len as u64 > MEM_SIZE as u64 {
             self.bump = RING_AREA;
             return RING_AREA;
