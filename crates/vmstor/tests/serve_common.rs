@@ -71,7 +71,15 @@ impl Daemon {
             _dir: dir,
             image,
         };
-        d.wait_until("socket", || d.socket.exists());
+        let mut d = d;
+        let t = Instant::now();
+        while !d.socket.exists() {
+            if let Some(st) = d.child.as_mut().and_then(|c| c.try_wait().unwrap()) {
+                panic!("daemon exited ({st}) before listening; log:\n{}", d.log());
+            }
+            assert!(t.elapsed() < PATIENCE, "no socket; log:\n{}", d.log());
+            std::thread::sleep(Duration::from_millis(10));
+        }
         d
     }
 

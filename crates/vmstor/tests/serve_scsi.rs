@@ -346,3 +346,51 @@ fn reconnect_gets_a_fresh_power_on() {
     assert_eq!(r.data, pattern(1, 4096));
     assert_eq!(d.terminate().code(), Some(0));
 }
+
+#[test]
+fn many_commands_in_flight_on_two_request_queues_all_complete() {
+    let mut d = start(&[",io-threads=4"], &["--queues", "2"]);
+    let mut g = Guest::connect_with(&d.socket, 4, WANT, proto());
+    clear_ua(&mut g, &d);
+    g.bump = 1 << 20;
+    let mut posted = [Vec::new(), Vec::new()];
+    for i in 0..32u32 {
+        for (k, list) in posted.iter_mut().enumerate() {
+            let block = i * 2 + k as u32;
+            let p = post_cmd(
+                &mut g,
+                RQ + k,
+                0,
+                &write10(block * 8, 8),
+                &pattern(block as u8, 4096),
+                0,
+            );
+            list.push(p);
+        }
+    }
+    for (k, list) in posted.iter().enumerate() {
+        let mut heads: Vec<u16> = (0..list.len()).map(|_| g.wait_used(RQ + k, &d).0).collect();
+        heads.sort_unstable();
+        let mut want: Vec<u16> = list.iter().map(|p| p.0).collect();
+        want.sort_unstable();
+        assert_eq!(
+            heads,
+            want,
+            "queue {}: every command completed once",
+            RQ + k
+        );
+        for p in list {
+            let r = reply(&g, p.1, 0, 0);
+            assert_eq!((r.response, r.status), (S_OK, GOOD));
+        }
+    }
+    let r = cmd(&mut g, &d, 0, &read10(0, 512), &[], 64 * 4096);
+    for b in 0..64usize {
+        assert_eq!(
+            &r.data[b * 4096..(b + 1) * 4096],
+            &pattern(b as u8, 4096)[..],
+            "block {b}"
+        );
+    }
+    assert_eq!(d.terminate().code(), Some(0));
+}
