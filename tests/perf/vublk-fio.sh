@@ -98,7 +98,7 @@ PERF_WORK=${PERF_WORK:-$HERE/work}
 RUN_DIR=${RUN_DIR:-$PERF_WORK/runs/$(date +%Y%m%d-%H%M%S)-$$}
 mkdir -p "$RUN_DIR/fio"
 RUN_DIR=$(cd "$RUN_DIR" && pwd)
-fstype=$(stat -f -c %T "$RUN_DIR")
+fstype=$(findmnt -n -o FSTYPE -T "$RUN_DIR" 2>/dev/null || stat -f -c %T "$RUN_DIR")
 case $fstype in tmpfs|ramfs) die "$RUN_DIR is on $fstype: the image must be on a real filesystem (set PERF_WORK)";; esac
 
 # The guest: tests/guest's kernel and initramfs, plus one more newc archive carrying
