@@ -48,6 +48,7 @@ mod exec;
 pub mod fault;
 pub mod file;
 pub mod flush;
+pub mod null;
 pub mod plan;
 pub mod policy;
 pub mod probe;
@@ -62,6 +63,7 @@ pub use driver::{CannotExpress, GuestDriver, GuestStatus, Issued};
 pub use exec::ExecutorKind;
 pub use file::{HostFile, IoVec, RealFile};
 pub use flush::Sabotage;
+pub use null::NullFile;
 pub use plan::{plan, BufRef, BufShape, HostOp, Plan, RequestShape};
 pub use policy::{
     CacheMode, DiscardMode, ErrorAction, ErrorPolicy, Policy, PolicyParseError, StableWrites,
