@@ -325,7 +325,8 @@ impl IdeController {
     /// and BARs.
     pub fn decode(&self, port: u16) -> Option<(Region, u64)> {
         let p = u32::from(port);
-        let within = |base: u32, size: u32| (base..base + size).contains(&p).then(|| p - base);
+        // A guest may place a BAR at the top of the I/O space: no `base + size`.
+        let within = |base: u32, size: u32| p.checked_sub(base).filter(|&o| o < size);
         for ch in 0..2 {
             if !self.pci.channel_enabled(ch) {
                 continue;

@@ -75,6 +75,28 @@ fn native_mode_decodes_bars_only() {
 }
 
 #[test]
+fn bars_at_the_top_of_the_io_space_decode_without_overflow() {
+    // A guest (or a fuzzer) may size a BAR and leave the all-ones value in
+    // it with I/O decoding on: the last 16 ports are then the BAR's, and
+    // decoding must neither wrap around nor overflow.
+    let mut c = IdeController::new(ControllerConfig::piix3_native(), mem());
+    let (_f, d) = dev(DISK);
+    c.attach(0, 0, d);
+    for bar in 0..5 {
+        c.pci_config_write(0x10 + 4 * bar, 4, 0xffff_ffff);
+    }
+    c.pci_config_write(4, 2, 0x5);
+    assert_eq!(c.decode(0xfff7), None, "u16 ports never reach 0xfffffff0");
+    assert_eq!(c.decode(0), None, "no wrap-around to port 0");
+    assert_eq!(c.io_read(0xffff, 1), None);
+    c.io_write(0xfff7, 1, 0xec);
+    // BAR0 just below the top of a 16-bit port space still decodes fully.
+    c.pci_config_write(0x10, 4, 0xfff0);
+    assert_eq!(c.decode(0xffff), Some((Region::Command(0), 15)));
+    assert_eq!(c.decode(0xfff7), Some((Region::Command(0), 7)));
+}
+
+#[test]
 fn pci_header_for_linux_ata_piix_native() {
     let c = IdeController::new(ControllerConfig::piix3_native(), mem());
     assert_eq!(c.pci_config_read(0, 2), 0x8086);
