@@ -3,7 +3,7 @@
 //! Used by this crate's tests, the virtio-scsi tests and the fuzz targets.
 
 use std::io;
-use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 
 use vmstor_hostio::{Disk, DiskOptions, ExecutorKind, HostCaps, HostFile, IoVec, Policy};
@@ -24,6 +24,7 @@ pub struct MemFile {
     pub discard_errno: AtomicI32,
     gate: Mutex<bool>,
     gate_cv: Condvar,
+    violations: AtomicU64,
 }
 
 impl MemFile {
@@ -37,6 +38,21 @@ impl MemFile {
             discard_errno: AtomicI32::new(0),
             gate: Mutex::new(true),
             gate_cv: Condvar::new(),
+            violations: AtomicU64::new(0),
+        }
+    }
+
+    /// Host accesses that reached past the end of the image (the engine
+    /// must never issue one; fuzz entries assert this stays 0). Such an
+    /// access is clipped to the image and counted here.
+    pub fn violations(&self) -> u64 {
+        self.violations.load(Ordering::Relaxed)
+    }
+
+    /// Counts an access to `[offset, offset + len)` that leaves the image.
+    fn check_range(&self, offset: u64, len: u64, size: usize) {
+        if offset.checked_add(len).is_none_or(|end| end > size as u64) {
+            self.violations.fetch_add(1, Ordering::Relaxed);
         }
     }
 
@@ -66,6 +82,7 @@ impl MemFile {
     fn fill(&self, offset: u64, len: u64) -> io::Result<()> {
         Self::err(&self.discard_errno)?;
         let mut d = self.data.lock().unwrap();
+        self.check_range(offset, len, d.len());
         let (o, l) = (offset as usize, len as usize);
         d.get_mut(o..o + l)
             .ok_or_else(|| io::Error::from_raw_os_error(libc::EINVAL))?
@@ -78,6 +95,7 @@ impl HostFile for MemFile {
     fn preadv(&self, iov: &[IoVec], offset: u64) -> io::Result<usize> {
         Self::err(&self.read_errno)?;
         let d = self.data.lock().unwrap();
+        self.check_range(offset, iov.iter().map(|v| v.len() as u64).sum(), d.len());
         let mut at = offset as usize;
         let mut n = 0;
         for v in iov {
@@ -101,6 +119,7 @@ impl HostFile for MemFile {
         }
         Self::err(&self.write_errno)?;
         let mut d = self.data.lock().unwrap();
+        self.check_range(offset, iov.iter().map(|v| v.len() as u64).sum(), d.len());
         let mut at = offset as usize;
         let mut n = 0;
         for v in iov {
@@ -265,6 +284,7 @@ pub fn fuzz_cdb(data: &[u8]) {
         if let Some(d) = lu.execute(nexus, cdb, DataBuf::Owned(b)) {
             checked(&lu, cdb, len, &d);
         }
+        assert_eq!(file.violations(), 0, "host access outside the image");
     }
 }
 
@@ -276,7 +296,7 @@ pub fn fuzz_mode_select(data: &[u8]) {
     let Some((&k, list)) = data.split_first() else {
         return;
     };
-    let (disk, _) = mem_disk(64 << 10, Policy::default(), ExecutorKind::Inline);
+    let (disk, file) = mem_disk(64 << 10, Policy::default(), ExecutorKind::Inline);
     let lu = crate::ScsiDisk::new(disk.clone(), crate::ScsiDiskConfig::default());
     let n0 = crate::NexusId(0);
     let _ = lu.execute(n0, &[0; 6], DataBuf::None);
@@ -306,4 +326,5 @@ pub fn fuzz_mode_select(data: &[u8]) {
             }
         }
     }
+    assert_eq!(file.violations(), 0, "host access outside the image");
 }

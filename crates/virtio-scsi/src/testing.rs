@@ -795,8 +795,8 @@ pub fn fuzz_entry(data: &[u8]) {
     use vmstor_hostio::{ErrorAction, ExecutorKind, Policy};
     let mut policy = Policy::default();
     policy.errors.write = ErrorAction::Report;
-    let (d0, _) = vmstor_scsi::testing::mem_disk(64 << 10, policy, ExecutorKind::Inline);
-    let (d1, _) = vmstor_scsi::testing::mem_disk(64 << 10, policy, ExecutorKind::Inline);
+    let (d0, f0) = vmstor_scsi::testing::mem_disk(64 << 10, policy, ExecutorKind::Inline);
+    let (d1, f1) = vmstor_scsi::testing::mem_disk(64 << 10, policy, ExecutorKind::Inline);
     let mut t = TestInitiator::new(ScsiOptions::default());
     t.dev.add_disk(0, 0, d0, ScsiDiskConfig::default());
     t.dev.add_disk(0, 3, d1, ScsiDiskConfig::default());
@@ -901,6 +901,9 @@ pub fn fuzz_entry(data: &[u8]) {
         if t.dev.error().is_some() {
             let _ = t.init(OFFERED);
             t.post_event_buffers(2);
+        }
+        for f in [&f0, &f1] {
+            assert_eq!(f.violations(), 0, "host access outside the image");
         }
     }
 }
