@@ -787,16 +787,7 @@ impl ScsiDisk {
     }
 
     fn blocked(st: &LuState, i: usize) -> bool {
-        let me = &st.tasks[i];
-        match me.attr {
-            TaskAttr::HeadOfQueue => false,
-            TaskAttr::Ordered => i > 0,
-            TaskAttr::Simple | TaskAttr::Aca => st
-                .tasks
-                .iter()
-                .take(i)
-                .any(|e| matches!(e.attr, TaskAttr::Ordered | TaskAttr::HeadOfQueue)),
-        }
+        sam_blocked(st.tasks.iter().map(|e| e.attr), i)
     }
 
     fn start_ready(&self, st: &mut LuState, out: &mut Vec<Done>) -> bool {
@@ -1389,5 +1380,68 @@ fn push(q: &mut VecDeque<Asc>, asc: Asc) {
         q.push_back(asc);
     } else if !q.contains(&asc) && q.len() < MAX_UAS {
         q.push_back(asc);
+    }
+}
+
+/// Whether the waiting task at index `i` of a task set (attributes in
+/// arrival order) must stay dormant (SAM-5 task attributes):
+/// - HEAD OF QUEUE is enabled at once;
+/// - ORDERED waits for every older task and every HEAD OF QUEUE task;
+/// - SIMPLE (and ACA, handled as SIMPLE) waits for every older ORDERED task
+///   and every HEAD OF QUEUE task — also one that arrived after it, so a
+///   HEAD OF QUEUE task admitted while a SIMPLE task waited behind an
+///   ORDERED one still runs first.
+fn sam_blocked(attrs: impl Iterator<Item = TaskAttr>, i: usize) -> bool {
+    let mut me = None;
+    let (mut older, mut older_ordered, mut head_of_queue) = (false, false, false);
+    for (j, a) in attrs.enumerate() {
+        if j == i {
+            me = Some(a);
+            continue;
+        }
+        head_of_queue |= a == TaskAttr::HeadOfQueue;
+        if j < i {
+            older = true;
+            older_ordered |= a == TaskAttr::Ordered;
+        }
+    }
+    match me {
+        None | Some(TaskAttr::HeadOfQueue) => false,
+        Some(TaskAttr::Ordered) => older || head_of_queue,
+        Some(TaskAttr::Simple | TaskAttr::Aca) => older_ordered || head_of_queue,
+    }
+}
+
+#[cfg(test)]
+mod sam_tests {
+    use super::sam_blocked;
+    use super::TaskAttr::{self, Aca, HeadOfQueue as Hoq, Ordered, Simple};
+
+    fn blocked(set: &[TaskAttr], i: usize) -> bool {
+        sam_blocked(set.iter().copied(), i)
+    }
+
+    #[test]
+    fn task_attribute_rules() {
+        // (task set in arrival order, index, dormant?)
+        let cases: &[(&[TaskAttr], usize, bool)] = &[
+            (&[Simple, Simple], 1, false),
+            (&[Ordered, Simple], 1, true),
+            (&[Simple, Ordered], 1, true),
+            (&[Ordered], 0, false),
+            (&[Simple, Ordered, Simple], 2, true),
+            (&[Hoq, Simple], 1, true),
+            (&[Simple, Hoq], 1, false),
+            (&[Ordered, Hoq], 1, false),
+            // A HEAD OF QUEUE task that arrived later still goes first.
+            (&[Ordered, Simple, Hoq], 1, true),
+            (&[Simple, Hoq], 0, true),
+            (&[Ordered, Hoq], 0, true),
+            (&[Aca, Hoq], 0, true),
+            (&[Simple, Simple, Aca], 2, false),
+        ];
+        for (set, i, want) in cases {
+            assert_eq!(blocked(set, *i), *want, "{set:?} task {i}");
+        }
     }
 }
