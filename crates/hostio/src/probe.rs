@@ -10,7 +10,7 @@
 use std::ffi::CString;
 use std::fs::{self, File};
 use std::io;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, FromRawFd};
 use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
@@ -275,16 +275,36 @@ fn trial_fallocate(file: &File, size: u64, mode: i32) -> bool {
     r == 0
 }
 
-fn rwf_dsync_ok(file: &File) -> bool {
-    // A zero-length pwritev2: the kernel rejects unknown flags with
-    // EOPNOTSUPP before looking at the length.
-    // SAFETY: zero iovecs; nothing is read.
-    let r = unsafe { libc::pwritev2(file.as_raw_fd(), std::ptr::null(), 0, 0, libc::RWF_DSYNC) };
-    r >= 0
-        || !matches!(
-            io::Error::last_os_error().raw_os_error(),
-            Some(libc::EOPNOTSUPP | libc::EINVAL | libc::ENOSYS)
-        )
+/// Whether this kernel accepts `pwritev2` with `flags`.
+///
+/// Tried with a one-byte write to a private memfd, so the image is never
+/// written and a read-only open can answer too. A zero-length write to the
+/// image would prove nothing: the kernel returns 0 for an empty transfer
+/// before it looks at the flags. `RWF_DSYNC` is handled by the VFS for every
+/// file (it sets IOCB_DSYNC and syncs after the write), so the kernel's
+/// answer is the file's. Any failure answers "no": the planner then falls
+/// back to write + `fdatasync`, which is durable too.
+pub(crate) fn pwritev2_accepts(flags: libc::c_int) -> bool {
+    // SAFETY: memfd_create with a NUL-terminated name; the fd is ours.
+    let fd = unsafe { libc::memfd_create(c"vmstor-probe".as_ptr(), libc::MFD_CLOEXEC) };
+    if fd < 0 {
+        return false;
+    }
+    // SAFETY: `fd` was just created and is owned by nothing else.
+    let fd = unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) };
+    let byte = [0u8; 1];
+    let iov = libc::iovec {
+        iov_base: byte.as_ptr() as *mut libc::c_void,
+        iov_len: 1,
+    };
+    // SAFETY: one iovec over `byte`, which outlives the call; the kernel
+    // only reads it.
+    let r = unsafe { libc::pwritev2(fd.as_raw_fd(), &iov, 1, 0, flags) };
+    r == 1
+}
+
+fn rwf_dsync_ok() -> bool {
+    pwritev2_accepts(libc::RWF_DSYNC)
 }
 
 /// Probes an already-open image. The past-EOF fallocate trials run only when
@@ -440,7 +460,7 @@ pub(crate) fn probe_file(file: &File, path: &Path, _direct: bool) -> io::Result<
         physical_block_size: pbs,
         dio_mem_align: dio.mem.max(1).next_power_of_two(),
         dio_offset_align: dio.offset.max(1).next_power_of_two(),
-        rwf_dsync: rwf_dsync_ok(file),
+        rwf_dsync: rwf_dsync_ok(),
         discard,
         write_zeroes,
         host_write_cache,
@@ -495,5 +515,21 @@ fn recommend(caps: &HostCaps, direct_ok: &Fact<bool>) -> (CacheMode, StableWrite
                 "cannot tell whether stable pages are needed ({why}); copying is the safe choice"
             ),
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::pwritev2_accepts;
+
+    #[test]
+    fn rwf_dsync_probe_can_say_no() {
+        assert!(
+            pwritev2_accepts(libc::RWF_DSYNC),
+            "kernels >= 4.7 accept it"
+        );
+        assert!(pwritev2_accepts(0));
+        // A flag no kernel defines: the same probe must answer no.
+        assert!(!pwritev2_accepts(0x4000_0000));
     }
 }
