@@ -25,6 +25,7 @@ pub struct Counters {
     pub(crate) bytes_written: AtomicU64,
     pub(crate) held: AtomicU64,
     errors: Mutex<BTreeMap<i32, u64>>,
+    executor: Mutex<(&'static str, Option<String>)>,
 }
 
 impl Counters {
@@ -44,6 +45,11 @@ impl Counters {
         c.fetch_add(1, Relaxed);
     }
 
+    /// Records the executor in use and, if io_uring fell back, why.
+    pub(crate) fn set_executor(&self, name: &'static str, fallback: Option<String>) {
+        *self.executor.lock().unwrap_or_else(|e| e.into_inner()) = (name, fallback);
+    }
+
     pub(crate) fn error(&self, errno: i32) {
         *self
             .errors
@@ -55,7 +61,14 @@ impl Counters {
 
     /// A consistent-enough copy for reporting.
     pub fn snapshot(&self) -> CounterSnapshot {
+        let (executor, io_uring_fallback) = self
+            .executor
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
         CounterSnapshot {
+            executor,
+            io_uring_fallback,
             reads: self.reads.load(Relaxed),
             writes: self.writes.load(Relaxed),
             fua_writes: self.fua_writes.load(Relaxed),
@@ -110,6 +123,10 @@ pub struct CounterSnapshot {
     pub held: u64,
     /// Host errors by errno.
     pub errors: BTreeMap<i32, u64>,
+    /// The executor running host I/O (see [`crate::ExecutorInfo::active`]).
+    pub executor: &'static str,
+    /// Why io_uring was asked for but the thread pool runs instead.
+    pub io_uring_fallback: Option<String>,
 }
 
 impl fmt::Display for CounterSnapshot {

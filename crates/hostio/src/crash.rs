@@ -44,6 +44,7 @@ use std::sync::{Arc, Mutex};
 use crate::caps::HostCaps;
 use crate::disk::{Disk, DiskOptions};
 use crate::driver::{GuestDriver, GuestStatus};
+use crate::exec::ExecutorKind;
 use crate::file::{HostFile, IoVec};
 use crate::policy::Policy;
 
@@ -923,17 +924,24 @@ fn original_image(size: u64) -> Vec<u8> {
     v
 }
 
-fn open_sim(sim: &SimFile, cfg: &CaseConfig) -> Arc<Disk> {
+fn open_sim(sim: &SimFile, cfg: &CaseConfig, executor: ExecutorKind) -> Arc<Disk> {
     let mut caps = HostCaps::simulated(sim.size());
     caps.stable_pages = crate::caps::Fact::Known(false, "simulated");
     let opts = DiskOptions {
         sabotage: cfg.sabotage,
+        executor,
         ..Default::default()
     };
-    Arc::new(
-        Disk::from_host_file(Arc::new(sim.clone()), caps, cfg.policy, opts)
-            .expect("inline executor always starts"),
-    )
+    let open = |opts| Disk::from_host_file(Arc::new(sim.clone()), caps.clone(), cfg.policy, opts);
+    // Should the executor not start (no thread), run inline: the harness
+    // must not panic on a host resource limit.
+    Arc::new(open(opts).unwrap_or_else(|_| {
+        open(DiskOptions {
+            executor: ExecutorKind::Inline,
+            ..opts
+        })
+        .expect("inline executor always starts")
+    }))
 }
 
 /// Runs `ops` through a fresh driver over a simulated host, crashing after
@@ -944,6 +952,17 @@ pub fn run_case(
     make: DriverFactory<'_>,
     cfg: &CaseConfig,
     ops: &[GuestOp],
+) -> Result<CaseReport, CaseFailure> {
+    run_case_with(make, cfg, ops, ExecutorKind::Inline)
+}
+
+/// [`run_case`] with the disks run by `executor` (e.g. the io_uring
+/// executor's emulated ring over the simulated host).
+pub fn run_case_with(
+    make: DriverFactory<'_>,
+    cfg: &CaseConfig,
+    ops: &[GuestOp],
+    executor: ExecutorKind,
 ) -> Result<CaseReport, CaseFailure> {
     let original = original_image(cfg.size);
     let sim = SimFile::new(&original, cfg.policy.direct);
@@ -962,7 +981,7 @@ pub fn run_case(
     if let Some((n, k)) = cfg.fault {
         sim.inject(n, k);
     }
-    let disk = open_sim(&sim, cfg);
+    let disk = open_sim(&sim, cfg, executor);
     let mut drv = make(disk.clone());
     let bs = u64::from(drv.block_size());
     let cap = drv.capacity();
@@ -1193,7 +1212,7 @@ pub fn run_case(
                         fault: None,
                         ..cfg.clone()
                     };
-                    let mut d2 = make(open_sim(&sim2, &clean));
+                    let mut d2 = make(open_sim(&sim2, &clean, executor));
                     let back = read_all(&mut *d2, cap).map_err(|e| {
                         here(
                             kind,

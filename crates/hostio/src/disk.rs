@@ -100,13 +100,32 @@ impl RangeLock {
     }
 }
 
-impl Drop for RangeGuard<'_> {
-    fn drop(&mut self) {
-        let mut h = self.lock.held.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(i) = h.iter().position(|r| *r == self.range) {
+impl RangeLock {
+    /// Takes `[a, b)` if no overlapping range is held (never blocks); release
+    /// it with [`RangeLock::release`].
+    pub(crate) fn try_acquire(&self, a: u64, b: u64) -> bool {
+        let mut h = self.held.lock().unwrap_or_else(|e| e.into_inner());
+        if h.iter().any(|&(x, y)| x < b && a < y) {
+            return false;
+        }
+        h.push((a, b));
+        true
+    }
+
+    /// Releases a range taken by [`RangeLock::lock`] or
+    /// [`RangeLock::try_acquire`].
+    pub(crate) fn release(&self, a: u64, b: u64) {
+        let mut h = self.held.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(i) = h.iter().position(|r| *r == (a, b)) {
             h.swap_remove(i);
         }
-        self.lock.cv.notify_all();
+        self.cv.notify_all();
+    }
+}
+
+impl Drop for RangeGuard<'_> {
+    fn drop(&mut self) {
+        self.lock.release(self.range.0, self.range.1);
     }
 }
 
@@ -155,11 +174,25 @@ pub enum Outcome {
     Held,
 }
 
+/// Which executor a disk actually runs (see [`Disk::executor_info`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExecutorInfo {
+    /// What [`DiskOptions::executor`] asked for.
+    pub requested: ExecutorKind,
+    /// What runs: `"inline"`, `"threads"`, `"io_uring"` (the kernel ring)
+    /// or `"io_uring-emulated"` (the io_uring state machine over a
+    /// [`HostFile`] without a descriptor, e.g. the crash model).
+    pub active: &'static str,
+    /// Why io_uring was asked for but the thread pool runs instead.
+    pub fallback: Option<String>,
+}
+
 /// One open image. See the module docs.
 pub struct Disk {
     core: Arc<DiskCore>,
     exec: Box<dyn Executor>,
     held: Mutex<Vec<Request>>,
+    info: ExecutorInfo,
 }
 
 impl std::fmt::Debug for Disk {
@@ -210,29 +243,70 @@ impl Disk {
         policy: Policy,
         opts: DiskOptions,
     ) -> Result<Disk, OpenError> {
+        let mut fallback = None;
         let exec: Box<dyn Executor> = match opts.executor {
             ExecutorKind::Inline => Box::<exec::Inline>::default(),
             ExecutorKind::Threads(n) => Box::new(exec::Pool::new(n).map_err(OpenError::Executor)?),
+            ExecutorKind::IoUring { entries } => match crate::uring::Uring::new(entries, &*file) {
+                Ok(u) => Box::new(u),
+                Err(why) => {
+                    let pool = exec::Pool::new(crate::uring::FALLBACK_THREADS)
+                        .map_err(OpenError::Executor)?;
+                    fallback = Some(why);
+                    Box::new(pool)
+                }
+            },
+        };
+        let info = ExecutorInfo {
+            requested: opts.executor,
+            active: exec.name(),
+            fallback,
         };
         let trace = Arc::new(Trace::default());
         trace.enable(opts.trace);
+        let counters = Counters::default();
+        counters.set_executor(info.active, info.fallback.clone());
+        let core = Arc::new(DiskCore {
+            file,
+            wce: AtomicBool::new(policy.write_cache),
+            policy,
+            caps,
+            flush: FlushCoordinator::with_sabotage(opts.sabotage),
+            counters,
+            trace,
+            ranges: RangeLock::default(),
+            sabotage: opts.sabotage,
+            volatile: Mutex::new(0),
+            volatile_cv: Condvar::new(),
+        });
+        if let Some(w) = exec.flush_waker() {
+            core.flush.set_waker(w);
+        }
         Ok(Disk {
-            core: Arc::new(DiskCore {
-                file,
-                wce: AtomicBool::new(policy.write_cache),
-                policy,
-                caps,
-                flush: FlushCoordinator::with_sabotage(opts.sabotage),
-                counters: Counters::default(),
-                trace,
-                ranges: RangeLock::default(),
-                sabotage: opts.sabotage,
-                volatile: Mutex::new(0),
-                volatile_cv: Condvar::new(),
-            }),
+            core,
             exec,
             held: Mutex::new(Vec::new()),
+            info,
         })
+    }
+
+    /// The executor actually in use, and why io_uring fell back to the
+    /// thread pool if it did.
+    pub fn executor_info(&self) -> &ExecutorInfo {
+        &self.info
+    }
+
+    /// Starts a batch: until the matching [`Disk::unplug`], submissions are
+    /// queued without entering the kernel, so a front end handling one
+    /// queue notification submits all its requests with one
+    /// `io_uring_enter`. Nests. A no-op for the other executors.
+    pub fn plug(&self) {
+        self.exec.plug();
+    }
+
+    /// Ends a batch started by [`Disk::plug`] and submits what it queued.
+    pub fn unplug(&self) {
+        self.exec.unplug();
     }
 
     /// The policy.
@@ -286,7 +360,8 @@ impl Disk {
         self.core.flush.flushes_inside()
     }
 
-    /// The eventfd signalled when completions are ready (thread pool only).
+    /// The eventfd signalled when completions are ready (thread pool and
+    /// io_uring).
     pub fn notify_fd(&self) -> Option<RawFd> {
         self.exec.notify_fd()
     }
@@ -365,7 +440,7 @@ impl Disk {
         self.validate(&req)?;
         self.core.counters.request(req.op);
         let plan = self.start(&req);
-        let f = exec::run_job(&self.core, req, &plan);
+        let f = self.exec.execute(&self.core, req, plan);
         Ok(match self.finish(f) {
             Some(c) => Outcome::Done(c),
             None => Outcome::Held,
@@ -473,23 +548,7 @@ impl Disk {
         if self.core.policy.no_flush {
             return Ok(());
         }
-        let core = &self.core;
-        match core.flush.flush(|| {
-            core.counters
-                .fdatasyncs
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            let r = core.file.fdatasync();
-            core.trace.record(
-                u64::MAX,
-                plan::HostOp::Fdatasync,
-                core.policy.direct,
-                false,
-                r.as_ref()
-                    .map(|_| 0)
-                    .map_err(|e| e.raw_os_error().unwrap_or(libc::EIO)),
-            );
-            r
-        }) {
+        match exec::blocking_flush(&self.core, u64::MAX) {
             FlushOutcome::Failed(e) => Err(IoError::new(e)),
             FlushOutcome::Latched(e) => Err(IoError {
                 errno: e,

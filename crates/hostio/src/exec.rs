@@ -1,12 +1,17 @@
 //! Executors: run a [`Plan`]'s host ops against the disk's [`HostFile`].
 //!
-//! Every executor calls the same [`run_plan`], so the semantics (short-I/O
-//! retry, flush coordination, latch, trace, counters) are identical; they
-//! differ only in where the work runs and how completions come back:
-//! - [`ExecutorKind::Inline`]: on the submitting thread; completions are
-//!   queued for the next `poll`.
-//! - [`ExecutorKind::Threads`]: a pool of worker threads; completions are
-//!   queued and signalled through an eventfd a VMM event loop can poll.
+//! Every executor advances the same plan state machine ([`PlanRun`]): CPU
+//! ops run inside it, and each host op's result goes through the one
+//! [`PlanRun::op_done`] (counters, flush generation, latch, trace, advisory
+//! discard errors), so the semantics are identical; executors differ only in
+//! where the work runs and how completions come back:
+//! - [`ExecutorKind::Inline`]: on the submitting thread (the synchronous
+//!   runner `run_plan`); completions are queued for the next `poll`.
+//! - [`ExecutorKind::Threads`]: a pool of worker threads running `run_plan`;
+//!   completions are queued and signalled through an eventfd a VMM event
+//!   loop can poll.
+//! - [`ExecutorKind::IoUring`]: completion-driven over an io_uring
+//!   ([`crate::uring`]); same completion queue and eventfd as the pool.
 
 use std::collections::VecDeque;
 use std::io;
@@ -20,7 +25,7 @@ use vmm_sys_util::eventfd::EventFd;
 
 use crate::buf::{AlignedBuf, DataBuf};
 use crate::disk::DiskCore;
-use crate::file::IoVec;
+use crate::file::{HostFile, IoVec};
 use crate::flush::FlushOutcome;
 use crate::plan::{BufRef, HostOp, Plan};
 use crate::request::{Op, Request};
@@ -34,6 +39,20 @@ pub enum ExecutorKind {
     Inline,
     /// A pool of this many worker threads (at least 1).
     Threads(usize),
+    /// An io_uring with this many submission entries; also the bound on
+    /// requests in flight (more are queued inside the executor). Falls back
+    /// to a thread pool when the kernel refuses io_uring (see
+    /// [`crate::Disk::executor_info`]).
+    IoUring {
+        /// Submission queue entries (rounded up to a power of two by the
+        /// kernel; at least 1).
+        entries: u32,
+    },
+}
+
+impl ExecutorKind {
+    /// The io_uring executor with a default queue depth (128).
+    pub const IO_URING: ExecutorKind = ExecutorKind::IoUring { entries: 128 };
 }
 
 /// A request that finished executing (before the error policy is applied).
@@ -49,6 +68,22 @@ pub(crate) trait Executor: Send + Sync {
     /// flight.
     fn wait(&self);
     fn notify_fd(&self) -> Option<RawFd>;
+    /// Runs one request to completion for [`crate::Disk::execute`]; its
+    /// completion is returned, not queued.
+    fn execute(&self, core: &Arc<DiskCore>, req: Request, plan: Plan) -> Finished {
+        run_job(core, req, plan)
+    }
+    /// Starts batching submissions (see [`crate::Disk::plug`]).
+    fn plug(&self) {}
+    /// Ends a batch and submits it.
+    fn unplug(&self) {}
+    /// Which executor this is, for [`crate::Disk::executor_info`].
+    fn name(&self) -> &'static str;
+    /// A callback for the flush coordinator to run when a blocking-path
+    /// sync ends, if this executor parks flushes.
+    fn flush_waker(&self) -> Option<Box<dyn Fn() + Send + Sync>> {
+        None
+    }
 }
 
 /// Completion queue shared by executors.
@@ -59,16 +94,16 @@ pub(crate) struct DoneQueue {
 }
 
 impl DoneQueue {
-    fn started(&self) {
+    pub(crate) fn started(&self) {
         self.q.lock().unwrap_or_else(|e| e.into_inner()).1 += 1;
     }
-    fn push(&self, f: Finished) {
+    pub(crate) fn push(&self, f: Finished) {
         let mut g = self.q.lock().unwrap_or_else(|e| e.into_inner());
         g.0.push_back(f);
         g.1 -= 1;
         self.cv.notify_all();
     }
-    fn take(&self) -> Vec<Finished> {
+    pub(crate) fn take(&self) -> Vec<Finished> {
         self.q
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -76,7 +111,7 @@ impl DoneQueue {
             .drain(..)
             .collect()
     }
-    fn wait(&self) {
+    pub(crate) fn wait(&self) {
         let mut g = self.q.lock().unwrap_or_else(|e| e.into_inner());
         while g.0.is_empty() && g.1 > 0 {
             g = self.cv.wait(g).unwrap_or_else(|e| e.into_inner());
@@ -93,7 +128,7 @@ pub(crate) struct Inline {
 impl Executor for Inline {
     fn submit(&self, core: &Arc<DiskCore>, req: Request, plan: Plan) {
         self.done.started();
-        let f = run_job(core, req, &plan);
+        let f = run_job(core, req, plan);
         self.done.push(f);
     }
     fn take(&self) -> Vec<Finished> {
@@ -102,6 +137,9 @@ impl Executor for Inline {
     fn wait(&self) {}
     fn notify_fd(&self) -> Option<RawFd> {
         None
+    }
+    fn name(&self) -> &'static str {
+        "inline"
     }
 }
 
@@ -130,7 +168,7 @@ impl Pool {
                     .spawn(move || loop {
                         let job = rx.lock().unwrap_or_else(|e| e.into_inner()).recv();
                         let Ok((core, req, plan)) = job else { return };
-                        let f = run_job(&core, req, &plan);
+                        let f = run_job(&core, req, plan);
                         done.push(f);
                         // A full eventfd counter only means "already signalled".
                         let _ = efd.write(1);
@@ -153,7 +191,7 @@ impl Executor for Pool {
         if let Some(tx) = tx.as_ref() {
             if let Err(mpsc::SendError((core, req, plan))) = tx.send((core.clone(), req, plan)) {
                 // Workers gone (cannot happen while the pool lives): run here.
-                let f = run_job(&core, req, &plan);
+                let f = run_job(&core, req, plan);
                 self.done.push(f);
             }
         }
@@ -167,6 +205,9 @@ impl Executor for Pool {
     }
     fn notify_fd(&self) -> Option<RawFd> {
         Some(self.efd.as_raw_fd())
+    }
+    fn name(&self) -> &'static str {
+        "threads"
     }
 }
 
@@ -184,20 +225,45 @@ impl Drop for Pool {
     }
 }
 
-/// Runs one request's plan and accounts for it.
-pub(crate) fn run_job(core: &DiskCore, mut req: Request, plan: &Plan) -> Finished {
-    let result = run_plan(core, &mut req, plan);
-    if !plan.durable && req.op.is_write() {
+/// Runs one request's plan on this thread and accounts for it.
+pub(crate) fn run_job(core: &DiskCore, req: Request, plan: Plan) -> Finished {
+    let mut run = PlanRun::new(req, plan);
+    let result = run_plan(core, &mut run);
+    finish(core, run, result)
+}
+
+/// Accounting every executor does when a request's plan ended: the
+/// volatile-write count [`crate::Disk::set_write_cache`] waits on, and the
+/// error counters.
+pub(crate) fn finish(core: &DiskCore, run: PlanRun, result: Result<u64, IoError>) -> Finished {
+    if !run.plan.durable && run.req.op.is_write() {
         core.volatile_done();
     }
     if let Err(e) = &result {
         core.counters.error(e.errno);
     }
-    Finished { req, result }
+    Finished {
+        req: run.req,
+        result,
+    }
 }
 
 fn errno_of(e: &io::Error) -> i32 {
     e.raw_os_error().unwrap_or(libc::EIO)
+}
+
+/// A durable plan (other than a flush, which reports the latch itself) fails
+/// at once with the latched errno.
+pub(crate) fn latch_check(core: &DiskCore, plan: &Plan, op: Op) -> Result<(), IoError> {
+    if plan.durable && op != Op::Flush {
+        if let Some(e) = core.flush.latched() {
+            return Err(IoError {
+                errno: e,
+                latched: true,
+            });
+        }
+    }
+    Ok(())
 }
 
 /// The request buffer as I/O vectors (guest memory or owned buffer).
@@ -205,8 +271,9 @@ fn request_iovecs(buf: &mut DataBuf) -> Result<Vec<IoVec>, IoError> {
     match buf {
         DataBuf::None => Ok(Vec::new()),
         DataBuf::Owned(b) => {
-            // SAFETY: the AlignedBuf is owned by the request, which outlives
-            // every use of these vectors inside run_plan.
+            // SAFETY: the AlignedBuf's heap allocation is owned by the
+            // request, which the PlanRun holding these vectors owns too;
+            // moving the request does not move the allocation.
             Ok(vec![unsafe {
                 IoVec::from_raw(b.as_mut_slice().as_mut_ptr(), b.len())
             }])
@@ -246,34 +313,112 @@ fn sub_iovecs(iov: &[IoVec], mut at: u64, mut len: u64) -> Vec<IoVec> {
     out
 }
 
-/// Repeats a vectored transfer until `len` bytes moved; a zero-length
-/// transfer is an error (`eof_errno`), never a silent success.
-fn full_transfer(
-    mut iov: Vec<IoVec>,
+/// Direction of a [`Transfer`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Dir {
+    Read,
+    Write { dsync: bool },
+}
+
+/// What a transfer does after one (partial) transfer returned.
+pub(crate) enum Moved {
+    /// Issue the remainder ([`Transfer::iov`] at [`Transfer::pos`]).
+    More,
+    /// Everything moved.
+    Done(u64),
+    /// Failed with this errno.
+    Failed(i32),
+}
+
+/// Bounded retries of a transfer that moved nothing (EINTR, EAGAIN).
+const MAX_RETRIES: u32 = 16;
+
+/// One vectored read or write that is repeated until `len` bytes moved; a
+/// zero-length transfer is an error (EIO for reads, ENOSPC for writes), never
+/// a silent success. Shared by the synchronous runner and the io_uring
+/// executor, which resubmits [`Transfer::iov`] on [`Moved::More`].
+pub(crate) struct Transfer {
+    pub dir: Dir,
+    iov: Vec<IoVec>,
     offset: u64,
     len: u64,
-    eof_errno: i32,
-    mut f: impl FnMut(&[IoVec], u64) -> io::Result<usize>,
-) -> Result<u64, i32> {
-    let mut done = 0u64;
-    let mut interrupted = 0;
-    while done < len {
-        let n = match f(&iov, offset + done) {
-            Ok(n) => n as u64,
+    done: u64,
+    retries: u32,
+}
+
+impl Transfer {
+    fn new(dir: Dir, iov: Vec<IoVec>, offset: u64, len: u64) -> Transfer {
+        Transfer {
+            dir,
+            iov,
+            offset,
+            len,
+            done: 0,
+            retries: 0,
+        }
+    }
+
+    /// The vectors still to transfer.
+    pub(crate) fn iov(&self) -> &[IoVec] {
+        &self.iov
+    }
+
+    /// The file offset of the first remaining byte.
+    pub(crate) fn pos(&self) -> u64 {
+        self.offset + self.done
+    }
+
+    /// Bytes still to transfer.
+    pub(crate) fn remaining(&self) -> u64 {
+        self.len - self.done
+    }
+
+    fn eof_errno(&self) -> i32 {
+        match self.dir {
+            Dir::Read => libc::EIO,
+            Dir::Write { .. } => libc::ENOSPC,
+        }
+    }
+
+    /// Accounts for one transfer's result (bytes or errno).
+    pub(crate) fn moved(&mut self, r: Result<u64, i32>) -> Moved {
+        let n = match r {
             // Nothing was transferred; try again (boundedly).
-            Err(e) if e.raw_os_error() == Some(libc::EINTR) && interrupted < 16 => {
-                interrupted += 1;
-                continue;
+            Err(libc::EINTR | libc::EAGAIN) if self.retries < MAX_RETRIES => {
+                self.retries += 1;
+                return Moved::More;
             }
-            Err(e) => return Err(errno_of(&e)),
+            Err(e) => return Moved::Failed(e),
+            Ok(n) => n.min(self.remaining()),
         };
         if n == 0 {
-            return Err(eof_errno);
+            return Moved::Failed(self.eof_errno());
         }
-        done += n;
-        iov = sub_iovecs(&iov, n, len - done);
+        self.done += n;
+        if self.done == self.len {
+            return Moved::Done(self.done);
+        }
+        self.iov = sub_iovecs(&self.iov, n, self.len - self.done);
+        Moved::More
     }
-    Ok(done)
+
+    /// Runs the transfer synchronously against `file`.
+    fn run(mut self, file: &dyn HostFile) -> Result<u64, i32> {
+        if self.len == 0 {
+            return Ok(0);
+        }
+        loop {
+            let r = match self.dir {
+                Dir::Read => file.preadv(&self.iov, self.pos()),
+                Dir::Write { dsync } => file.pwritev(&self.iov, self.pos(), dsync),
+            };
+            match self.moved(r.map(|n| n as u64).map_err(|e| errno_of(&e))) {
+                Moved::More => {}
+                Moved::Done(n) => return Ok(n),
+                Moved::Failed(e) => return Err(e),
+            }
+        }
+    }
 }
 
 fn bounce_iov(bounce: &mut Option<AlignedBuf>, at: u64, len: u64) -> Result<Vec<IoVec>, i32> {
@@ -283,214 +428,304 @@ fn bounce_iov(bounce: &mut Option<AlignedBuf>, at: u64, len: u64) -> Result<Vec<
         return Err(libc::EINVAL);
     }
     let s = &mut b.as_mut_slice()[at as usize..end as usize];
-    // SAFETY: the bounce buffer lives until run_plan returns.
+    // SAFETY: the bounce buffer's heap allocation is owned by the PlanRun
+    // that holds the transfer using these vectors.
     Ok(vec![unsafe { IoVec::from_raw(s.as_mut_ptr(), s.len()) }])
 }
 
 const ZERO_CHUNK: usize = 1 << 20;
 
-fn run_plan(core: &DiskCore, req: &mut Request, plan: &Plan) -> Result<u64, IoError> {
-    let latched = |e: i32| IoError {
-        errno: e,
-        latched: true,
-    };
-    if plan.durable && req.op != Op::Flush {
-        if let Some(e) = core.flush.latched() {
-            return Err(latched(e));
+/// The next host op of a plan that needs the host (CPU-only ops never
+/// surface: [`PlanRun::next_io`] runs them).
+pub(crate) enum NextIo {
+    /// Every op ran; the request's result.
+    End(u64),
+    /// A read or write of the op at hand.
+    Transfer(Transfer),
+    /// The op at hand is a flush: go through the flush coordinator.
+    Flush,
+    /// Another op (fallocate, ioctl, explicit zero writes).
+    Op(HostOp),
+}
+
+/// One request's plan in progress: the state both the synchronous runner
+/// and the io_uring executor advance. It owns the request (whose buffer the
+/// vectors point into) and the bounce buffer; both are heap allocations that
+/// do not move when the `PlanRun` does.
+pub(crate) struct PlanRun {
+    pub req: Request,
+    pub plan: Plan,
+    bounce: Option<AlignedBuf>,
+    req_iov: Result<Vec<IoVec>, IoError>,
+    guest: bool,
+    next: usize,
+}
+
+impl PlanRun {
+    pub(crate) fn new(mut req: Request, plan: Plan) -> PlanRun {
+        let bounce = (plan.bounce_len > 0).then(|| AlignedBuf::new(plan.bounce_len as usize));
+        let guest = matches!(req.buf, DataBuf::Guest(_));
+        let req_iov = request_iovecs(&mut req.buf);
+        PlanRun {
+            req,
+            plan,
+            bounce,
+            req_iov,
+            guest,
+            next: 0,
         }
     }
-    let _guard = plan.lock.map(|(a, b)| core.ranges.lock(a, b));
-    let mut bounce = (plan.bounce_len > 0).then(|| AlignedBuf::new(plan.bounce_len as usize));
-    let guest = matches!(req.buf, DataBuf::Guest(_));
-    let req_iov = request_iovecs(&mut req.buf)?;
-    let direct = core.policy.direct;
-    let tag = req.tag;
-    let file = &core.file;
-    for op in &plan.ops {
-        let on_guest = guest && crate::trace::touches_request_buf(op);
-        let r: Result<u64, i32> = match *op {
-            HostOp::Read { offset, len, into } => {
-                let iov = match into {
-                    BufRef::Request => sub_iovecs(&req_iov, 0, len),
-                    BufRef::Bounce(at) => bounce_iov(&mut bounce, at, len).map_err(IoError::new)?,
-                };
-                let r = full_transfer(iov, offset, len, libc::EIO, |v, o| file.preadv(v, o));
-                if let Ok(n) = r {
-                    core.counters.bytes_read.fetch_add(n, Relaxed);
-                }
-                r
-            }
-            HostOp::Write {
-                offset,
-                len,
-                from,
-                dsync,
-            } => {
-                let iov = match from {
-                    BufRef::Request => sub_iovecs(&req_iov, 0, len),
-                    BufRef::Bounce(at) => bounce_iov(&mut bounce, at, len).map_err(IoError::new)?,
-                };
-                let r = full_transfer(iov, offset, len, libc::ENOSPC, |v, o| {
-                    file.pwritev(v, o, dsync)
-                });
-                match r {
-                    Ok(n) => {
-                        core.counters.bytes_written.fetch_add(n, Relaxed);
-                        // An RWF_DSYNC write is durable on return: it leaves
-                        // nothing for a later flush to cover.
-                        if !dsync {
-                            core.flush.write_completed();
+
+    /// The op at hand.
+    fn op(&self) -> Option<HostOp> {
+        self.plan.ops.get(self.next).copied()
+    }
+
+    /// Runs CPU-only ops (bounce copies) and returns the next op that needs
+    /// the host, or the end of the plan.
+    pub(crate) fn next_io(&mut self, core: &DiskCore) -> Result<NextIo, IoError> {
+        if let Err(e) = &self.req_iov {
+            return Err(*e);
+        }
+        loop {
+            let Some(op) = self.op() else {
+                return Ok(NextIo::End(match self.req.op {
+                    Op::Read | Op::Write { .. } => self.req.len,
+                    _ => 0,
+                }));
+            };
+            let r: Result<u64, i32> = match op {
+                HostOp::Read { offset, len, into }
+                | HostOp::Write {
+                    offset,
+                    len,
+                    from: into,
+                    ..
+                } => {
+                    let iov = match into {
+                        BufRef::Request => {
+                            sub_iovecs(self.req_iov.as_deref().unwrap_or(&[]), 0, len)
                         }
+                        BufRef::Bounce(at) => {
+                            bounce_iov(&mut self.bounce, at, len).map_err(IoError::new)?
+                        }
+                    };
+                    let dir = match op {
+                        HostOp::Write { dsync, .. } => Dir::Write { dsync },
+                        _ => Dir::Read,
+                    };
+                    if len > 0 {
+                        return Ok(NextIo::Transfer(Transfer::new(dir, iov, offset, len)));
                     }
-                    // The sync half of RWF_DSYNC may have consumed the file's
-                    // writeback error for other pages.
-                    Err(e) if dsync => core.flush.latch_if_dirty(e),
-                    Err(_) => {}
+                    Ok(0)
                 }
-                r
-            }
-            HostOp::FillBounce { at, len } => {
-                let b = bounce.as_mut().ok_or(IoError::new(libc::EINVAL))?;
-                let dst = b
-                    .as_mut_slice()
-                    .get_mut(at as usize..(at + len) as usize)
-                    .ok_or(IoError::new(libc::EINVAL))?;
-                let r = match &req.buf {
-                    DataBuf::Guest(g) => g.copy_out(0, dst).map_err(|_| libc::EFAULT),
-                    DataBuf::Owned(o) => o
-                        .as_slice()
-                        .get(..len as usize)
-                        .map(|s| dst.copy_from_slice(s))
-                        .ok_or(libc::EINVAL),
-                    DataBuf::None => Err(libc::EINVAL),
-                };
-                core.counters.bytes_bounced.fetch_add(len, Relaxed);
-                r.map(|_| len)
-            }
-            HostOp::ZeroBounce { at, len } => {
-                let b = bounce.as_mut().ok_or(IoError::new(libc::EINVAL))?;
-                b.as_mut_slice()
-                    .get_mut(at as usize..(at + len) as usize)
-                    .ok_or(IoError::new(libc::EINVAL))?
-                    .fill(0);
-                Ok(len)
-            }
-            HostOp::DrainBounce { at, len } => {
-                let b = bounce.as_ref().ok_or(IoError::new(libc::EINVAL))?;
-                let src = b
-                    .as_slice()
-                    .get(at as usize..(at + len) as usize)
-                    .ok_or(IoError::new(libc::EINVAL))?;
-                let r = match &mut req.buf {
-                    DataBuf::Guest(g) => g.copy_in(0, src).map_err(|_| libc::EFAULT),
-                    DataBuf::Owned(o) => o
+                HostOp::FillBounce { at, len } => {
+                    let b = self.bounce.as_mut().ok_or(IoError::new(libc::EINVAL))?;
+                    let dst = b
                         .as_mut_slice()
-                        .get_mut(..len as usize)
-                        .map(|d| d.copy_from_slice(src))
-                        .ok_or(libc::EINVAL),
-                    DataBuf::None => Err(libc::EINVAL),
-                };
-                core.counters.bytes_bounced.fetch_add(len, Relaxed);
-                r.map(|_| len)
-            }
-            HostOp::Fdatasync => {
-                let outcome = core.flush.flush(|| {
-                    core.counters.fdatasyncs.fetch_add(1, Relaxed);
-                    let r = file.fdatasync();
-                    core.trace.record(
-                        tag,
-                        HostOp::Fdatasync,
-                        direct,
-                        false,
-                        r.as_ref().map(|_| 0).map_err(errno_of),
-                    );
-                    r
-                });
-                match outcome {
-                    FlushOutcome::Synced => {}
-                    FlushOutcome::Shared => {
-                        core.counters.flushes_shared.fetch_add(1, Relaxed);
-                    }
-                    FlushOutcome::Elided => {
-                        core.counters.flushes_elided.fetch_add(1, Relaxed);
-                    }
-                    FlushOutcome::Failed(e) => return Err(IoError::new(e)),
-                    FlushOutcome::Latched(e) => return Err(latched(e)),
+                        .get_mut(at as usize..(at + len) as usize)
+                        .ok_or(IoError::new(libc::EINVAL))?;
+                    let r = match &self.req.buf {
+                        DataBuf::Guest(g) => g.copy_out(0, dst).map_err(|_| libc::EFAULT),
+                        DataBuf::Owned(o) => o
+                            .as_slice()
+                            .get(..len as usize)
+                            .map(|s| dst.copy_from_slice(s))
+                            .ok_or(libc::EINVAL),
+                        DataBuf::None => Err(libc::EINVAL),
+                    };
+                    r.map(|_| len)
                 }
-                // Recorded inside the closure when actually issued.
-                continue;
-            }
-            HostOp::PunchHole { offset, len } | HostOp::BlkDiscard { offset, len } => {
-                let r = if matches!(op, HostOp::PunchHole { .. }) {
-                    file.punch_hole(offset, len)
-                } else {
-                    file.blk_discard(offset, len)
-                };
-                match r {
-                    Ok(()) => {
-                        core.flush.write_completed();
-                        Ok(len)
-                    }
-                    Err(e) => Err(errno_of(&e)),
+                HostOp::ZeroBounce { at, len } => {
+                    let b = self.bounce.as_mut().ok_or(IoError::new(libc::EINVAL))?;
+                    b.as_mut_slice()
+                        .get_mut(at as usize..(at + len) as usize)
+                        .ok_or(IoError::new(libc::EINVAL))?
+                        .fill(0);
+                    Ok(len)
                 }
-            }
-            HostOp::ZeroRange { offset, len } | HostOp::BlkZeroout { offset, len } => {
-                let r = if matches!(op, HostOp::ZeroRange { .. }) {
-                    file.zero_range(offset, len)
-                } else {
-                    file.blk_zeroout(offset, len)
-                };
-                match r {
-                    Ok(()) => {
-                        core.flush.write_completed();
-                        Ok(len)
-                    }
-                    Err(e) => Err(errno_of(&e)),
+                HostOp::DrainBounce { at, len } => {
+                    let b = self.bounce.as_ref().ok_or(IoError::new(libc::EINVAL))?;
+                    let src = b
+                        .as_slice()
+                        .get(at as usize..(at + len) as usize)
+                        .ok_or(IoError::new(libc::EINVAL))?;
+                    let r = match &mut self.req.buf {
+                        DataBuf::Guest(g) => g.copy_in(0, src).map_err(|_| libc::EFAULT),
+                        DataBuf::Owned(o) => o
+                            .as_mut_slice()
+                            .get_mut(..len as usize)
+                            .map(|d| d.copy_from_slice(src))
+                            .ok_or(libc::EINVAL),
+                        DataBuf::None => Err(libc::EINVAL),
+                    };
+                    r.map(|_| len)
                 }
-            }
-            HostOp::WriteZeroBuf { offset, len, dsync } => {
-                let zeroes = AlignedBuf::new(ZERO_CHUNK.min(len as usize));
-                let mut done = 0u64;
-                let mut res = Ok(len);
-                while done < len {
-                    let n = (len - done).min(zeroes.len() as u64);
-                    // SAFETY: `zeroes` outlives the transfer; the kernel only
-                    // reads from it.
-                    let iov = vec![unsafe {
-                        IoVec::from_raw(zeroes.as_slice().as_ptr() as *mut u8, n as usize)
-                    }];
-                    if let Err(e) = full_transfer(iov, offset + done, n, libc::ENOSPC, |v, o| {
-                        file.pwritev(v, o, dsync)
-                    }) {
-                        if dsync {
-                            core.flush.latch_if_dirty(e);
-                        }
-                        res = Err(e);
-                        break;
-                    }
-                    done += n;
-                }
-                if res.is_ok() {
-                    core.counters.bytes_written.fetch_add(len, Relaxed);
-                    if !dsync {
-                        core.flush.write_completed();
-                    }
-                }
-                res
-            }
+                HostOp::Fdatasync => return Ok(NextIo::Flush),
+                _ => return Ok(NextIo::Op(op)),
+            };
+            self.op_done(core, r)?;
+        }
+    }
+
+    /// The op at hand ended with `r`: the one place where an op's result
+    /// becomes counters, flush generation, latch and trace, for every
+    /// executor. Moves on to the next op unless the plan failed.
+    pub(crate) fn op_done(&mut self, core: &DiskCore, r: Result<u64, i32>) -> Result<(), IoError> {
+        let Some(op) = self.op() else {
+            return Err(IoError::new(libc::EINVAL));
         };
-        core.trace.record(tag, *op, direct, on_guest, r);
+        self.next += 1;
+        let c = &core.counters;
+        match (op, r) {
+            (HostOp::Read { .. }, Ok(n)) => {
+                c.bytes_read.fetch_add(n, Relaxed);
+            }
+            (HostOp::Write { dsync, .. }, Ok(n)) => {
+                c.bytes_written.fetch_add(n, Relaxed);
+                // An RWF_DSYNC write is durable on return: it leaves nothing
+                // for a later flush to cover.
+                if !dsync {
+                    core.flush.write_completed();
+                }
+            }
+            (HostOp::WriteZeroBuf { dsync, len, .. }, Ok(_)) => {
+                c.bytes_written.fetch_add(len, Relaxed);
+                if !dsync {
+                    core.flush.write_completed();
+                }
+            }
+            // The sync half of RWF_DSYNC may have consumed the file's
+            // writeback error for other pages.
+            (
+                HostOp::Write { dsync: true, .. } | HostOp::WriteZeroBuf { dsync: true, .. },
+                Err(e),
+            ) => core.flush.latch_if_dirty(e),
+            (HostOp::FillBounce { len, .. } | HostOp::DrainBounce { len, .. }, _) => {
+                c.bytes_bounced.fetch_add(len, Relaxed);
+            }
+            (
+                HostOp::PunchHole { .. }
+                | HostOp::BlkDiscard { .. }
+                | HostOp::ZeroRange { .. }
+                | HostOp::BlkZeroout { .. },
+                Ok(_),
+            ) => core.flush.write_completed(),
+            _ => {}
+        }
+        let on_guest = self.guest && crate::trace::touches_request_buf(&op);
+        core.trace
+            .record(self.req.tag, op, core.policy.direct, on_guest, r);
         match r {
-            Ok(_) => {}
+            Ok(_) => Ok(()),
             // Discard is advisory: an unsupported punch/discard is success.
             Err(e)
-                if req.op == Op::Discard
-                    && matches!(e, libc::EOPNOTSUPP | libc::ENOTTY | libc::ENOSYS) => {}
-            Err(e) => return Err(IoError::new(e)),
+                if self.req.op == Op::Discard
+                    && matches!(e, libc::EOPNOTSUPP | libc::ENOTTY | libc::ENOSYS) =>
+            {
+                Ok(())
+            }
+            Err(e) => Err(IoError::new(e)),
         }
     }
-    Ok(match req.op {
-        Op::Read | Op::Write { .. } => req.len,
-        _ => 0,
+
+    /// The flush at hand was decided: counters, then the next op. (The
+    /// `fdatasync` itself is traced by [`sync_ended`] when it was issued.)
+    pub(crate) fn flush_done(&mut self, core: &DiskCore, o: FlushOutcome) -> Result<(), IoError> {
+        self.next += 1;
+        match o {
+            FlushOutcome::Synced => Ok(()),
+            FlushOutcome::Shared => {
+                core.counters.flushes_shared.fetch_add(1, Relaxed);
+                Ok(())
+            }
+            FlushOutcome::Elided => {
+                core.counters.flushes_elided.fetch_add(1, Relaxed);
+                Ok(())
+            }
+            FlushOutcome::Failed(e) => Err(IoError::new(e)),
+            FlushOutcome::Latched(e) => Err(IoError {
+                errno: e,
+                latched: true,
+            }),
+        }
+    }
+}
+
+/// An `fdatasync` is about to be issued.
+pub(crate) fn sync_started(core: &DiskCore) {
+    core.counters.fdatasyncs.fetch_add(1, Relaxed);
+}
+
+/// An `fdatasync` issued for request `tag` returned `r`.
+pub(crate) fn sync_ended(core: &DiskCore, tag: u64, r: Result<(), i32>) {
+    core.trace.record(
+        tag,
+        HostOp::Fdatasync,
+        core.policy.direct,
+        false,
+        r.map(|_| 0),
+    );
+}
+
+/// A flush through the blocking coordinator path, with a synchronous
+/// `fdatasync` when one is needed (`tag` is recorded in the trace).
+pub(crate) fn blocking_flush(core: &DiskCore, tag: u64) -> FlushOutcome {
+    core.flush.flush(|| {
+        sync_started(core);
+        let r = core.file.fdatasync();
+        sync_ended(core, tag, r.as_ref().map(|_| ()).map_err(errno_of));
+        r
     })
+}
+
+/// Runs a non-transfer op synchronously (fallocate, ioctls, zero writes).
+pub(crate) fn run_op_sync(file: &dyn HostFile, op: HostOp) -> Result<u64, i32> {
+    let unit = |r: io::Result<()>, len: u64| r.map(|_| len).map_err(|e| errno_of(&e));
+    match op {
+        HostOp::PunchHole { offset, len } => unit(file.punch_hole(offset, len), len),
+        HostOp::ZeroRange { offset, len } => unit(file.zero_range(offset, len), len),
+        HostOp::BlkDiscard { offset, len } => unit(file.blk_discard(offset, len), len),
+        HostOp::BlkZeroout { offset, len } => unit(file.blk_zeroout(offset, len), len),
+        HostOp::WriteZeroBuf { offset, len, dsync } => {
+            let mut zeroes = AlignedBuf::new(ZERO_CHUNK.min(len as usize));
+            let mut done = 0u64;
+            while done < len {
+                let n = (len - done).min(zeroes.len() as u64);
+                // SAFETY: `zeroes` outlives the transfer; the kernel only
+                // reads from it.
+                let iov = vec![unsafe {
+                    IoVec::from_raw(zeroes.as_mut_slice().as_mut_ptr(), n as usize)
+                }];
+                Transfer::new(Dir::Write { dsync }, iov, offset + done, n).run(file)?;
+                done += n;
+            }
+            Ok(len)
+        }
+        // Transfers, copies and flushes are not run here.
+        _ => Err(libc::EINVAL),
+    }
+}
+
+/// The synchronous runner (inline executor, thread pool, `Disk::execute`).
+fn run_plan(core: &DiskCore, run: &mut PlanRun) -> Result<u64, IoError> {
+    latch_check(core, &run.plan, run.req.op)?;
+    let _guard = run.plan.lock.map(|(a, b)| core.ranges.lock(a, b));
+    loop {
+        match run.next_io(core)? {
+            NextIo::End(n) => return Ok(n),
+            NextIo::Transfer(t) => {
+                let r = t.run(&*core.file);
+                run.op_done(core, r)?;
+            }
+            NextIo::Flush => {
+                let o = blocking_flush(core, run.req.tag);
+                run.flush_done(core, o)?;
+            }
+            NextIo::Op(op) => {
+                let r = run_op_sync(&*core.file, op);
+                run.op_done(core, r)?;
+            }
+        }
+    }
 }

@@ -2,13 +2,21 @@
 //! ENOSPC, EINTR or a short transfer. The crash model's simulator has the
 //! same faults built in (with the kernel's writeback-failure semantics);
 //! this wrapper puts them in front of real files.
+//!
+//! Over a file with a descriptor, the io_uring executor submits reads,
+//! writes, syncs and fallocates to the kernel itself; the wrapper then counts
+//! and fails them through [`HostFile::inject`] (same Nth-op numbering), so the
+//! faults reach the real ring: an error completes the op without submitting
+//! it, a short transfer submits half the bytes.
 
 use std::io;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use crate::crash::FaultKind;
-use crate::file::{HostFile, IoVec};
+use std::os::fd::RawFd;
+
+use crate::file::{HostFile, Injected, IoVec, OpKind};
 
 /// Wraps a [`HostFile`], failing one chosen op.
 pub struct FaultFile {
@@ -48,7 +56,7 @@ fn err(k: FaultKind) -> io::Error {
 }
 
 /// Half of the vectors' bytes (at least one byte short when possible).
-fn half(iov: &[IoVec]) -> Vec<IoVec> {
+pub(crate) fn half(iov: &[IoVec]) -> Vec<IoVec> {
     let total: usize = iov.iter().map(|v| v.len()).sum();
     let mut want = total / 2;
     let mut out = Vec::new();
@@ -111,6 +119,18 @@ impl HostFile for FaultFile {
         match self.hit() {
             Some(k) => Err(err(k)),
             None => self.inner.blk_zeroout(offset, len),
+        }
+    }
+    fn raw_fd(&self) -> Option<RawFd> {
+        self.inner.raw_fd()
+    }
+    fn inject(&self, op: OpKind) -> Option<Injected> {
+        let Some(k) = self.hit() else {
+            return self.inner.inject(op);
+        };
+        match (k, op) {
+            (FaultKind::Short, OpKind::Read | OpKind::Write) => Some(Injected::Short),
+            (k, _) => Some(Injected::Error(err(k).raw_os_error().unwrap_or(libc::EIO))),
         }
     }
 }

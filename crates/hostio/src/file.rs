@@ -13,7 +13,7 @@
 
 use std::fs::File;
 use std::io;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, RawFd};
 
 use vmm_sys_util::ioctl::ioctl_with_ref;
 use vmm_sys_util::ioctl_io_nr;
@@ -97,6 +97,47 @@ pub trait HostFile: Send + Sync {
     fn blk_discard(&self, offset: u64, len: u64) -> io::Result<()>;
     /// `ioctl(BLKZEROOUT)`.
     fn blk_zeroout(&self, offset: u64, len: u64) -> io::Result<()>;
+
+    /// The image's file descriptor, when this is a real file the io_uring
+    /// executor can submit ops on. `None` (the default: crash-model and
+    /// in-memory files) makes that executor call the methods above instead
+    /// (its "emulated ring").
+    fn raw_fd(&self) -> Option<RawFd> {
+        None
+    }
+
+    /// Fault hook for ops the io_uring executor submits on [`HostFile::raw_fd`]
+    /// without calling the methods above: `Some` replaces the op's outcome.
+    /// Called once per submitted op, in submission order. The default injects
+    /// nothing.
+    fn inject(&self, op: OpKind) -> Option<Injected> {
+        let _ = op;
+        None
+    }
+}
+
+/// An op the io_uring executor is about to submit (see [`HostFile::inject`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OpKind {
+    /// `IORING_OP_READV`.
+    Read,
+    /// `IORING_OP_WRITEV`.
+    Write,
+    /// `IORING_OP_FSYNC` (datasync).
+    Sync,
+    /// `IORING_OP_FALLOCATE`.
+    Fallocate,
+}
+
+/// What [`HostFile::inject`] does to an op.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Injected {
+    /// Complete it with this errno without submitting it.
+    Error(i32),
+    /// Submit only the first half of its bytes (a short transfer; the
+    /// executor resubmits the rest). Only for reads and writes of 2+ bytes;
+    /// otherwise the op runs whole.
+    Short,
 }
 
 mod nr {
@@ -204,6 +245,10 @@ impl HostFile for RealFile {
         // SAFETY: BLKZEROOUT reads a u64[2] range; `range` outlives the call.
         let r = unsafe { ioctl_with_ref(&self.file, BLKZEROOUT(), &range) };
         cvt(r as isize).map(|_| ())
+    }
+
+    fn raw_fd(&self) -> Option<RawFd> {
+        Some(self.file.as_raw_fd())
     }
 }
 

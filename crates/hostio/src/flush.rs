@@ -24,7 +24,7 @@
 //!    "successful" sync would be a lie (`host-facts.md` §4).
 
 use std::io;
-use std::sync::{Condvar, Mutex};
+use std::sync::{Condvar, Mutex, OnceLock};
 
 /// How a flush was satisfied.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -71,12 +71,25 @@ pub struct Sabotage {
     pub wce_off_not_fua: bool,
 }
 
+/// Callback run when a blocking-path sync ends.
+type Waker = Box<dyn Fn() + Send + Sync>;
+
 /// See the module docs.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct FlushCoordinator {
     state: Mutex<State>,
     cv: Condvar,
     sabotage: Sabotage,
+    waker: OnceLock<Waker>,
+}
+
+impl std::fmt::Debug for FlushCoordinator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FlushCoordinator")
+            .field("state", &*self.lock())
+            .field("sabotage", &self.sabotage)
+            .finish()
+    }
 }
 
 impl FlushCoordinator {
@@ -125,18 +138,46 @@ impl FlushCoordinator {
     }
 
     /// Performs a flush, calling `sync` (the `fdatasync`) when rules 1-3
-    /// require one.
+    /// require one. Blocks (condvar) while another sync runs.
     ///
     /// The flush records the write generation at submission and is satisfied
     /// once a successful sync whose sampled generation covers it completes.
     /// A sync running at submission is waited for and then judged by rule 3:
     /// it covers this flush only if no write completed between its start and
     /// this submission; otherwise a new sync starts.
+    ///
+    /// Built on the non-blocking step API ([`FlushCoordinator::begin`],
+    /// [`FlushCoordinator::step`], [`FlushCoordinator::sync_done`]) that the
+    /// io_uring executor uses, so both follow the same rules.
     pub fn flush(&self, sync: impl FnOnce() -> io::Result<()>) -> FlushOutcome {
-        self.lock().inside += 1;
-        let r = self.flush_inner(sync);
-        self.lock().inside -= 1;
-        r
+        let mut t = self.begin();
+        let mut sync = Some(sync);
+        let mut s = self.lock();
+        loop {
+            match self.step_locked(&mut s, &mut t) {
+                FlushStep::Done(o) => return o,
+                FlushStep::Busy => s = self.cv.wait(s).unwrap_or_else(|e| e.into_inner()),
+                FlushStep::Start { round, gen } => {
+                    drop(s);
+                    let r = match sync.take() {
+                        Some(f) => f(),
+                        // Our own sync already ran and did not cover us:
+                        // impossible, it sampled a generation >= ours.
+                        None => Ok(()),
+                    };
+                    let done = self.sync_done(&mut t, round, gen, r.map_err(|e| errno_of(&e)));
+                    // A flush parked by a non-blocking caller may be waiting
+                    // for this sync to end.
+                    if let Some(w) = self.waker.get() {
+                        w();
+                    }
+                    if let Some(o) = done {
+                        return o;
+                    }
+                    s = self.lock();
+                }
+            }
+        }
     }
 
     /// How many flushes are inside the coordinator right now (tests use it
@@ -145,70 +186,156 @@ impl FlushCoordinator {
         self.lock().inside
     }
 
-    fn flush_inner(&self, sync: impl FnOnce() -> io::Result<()>) -> FlushOutcome {
+    /// Syncs finished so far (successful or not). A non-blocking caller that
+    /// saw [`FlushStep::Busy`] compares this before parking: if it moved, it
+    /// steps again instead of waiting for a wake-up that already happened.
+    pub fn rounds_done(&self) -> u64 {
+        self.lock().rounds_done
+    }
+
+    /// Registers a callback run after every sync issued through the
+    /// blocking [`FlushCoordinator::flush`] ends, so an executor with parked
+    /// flushes (io_uring) retries them. Only the first call takes effect.
+    pub fn set_waker(&self, waker: Box<dyn Fn() + Send + Sync>) {
+        let _ = self.waker.set(waker);
+    }
+
+    /// Starts a flush (non-blocking API): samples the write generation. The
+    /// flush counts in [`FlushCoordinator::flushes_inside`] until a step
+    /// returns [`FlushStep::Done`] or [`FlushCoordinator::sync_done`] returns
+    /// an outcome.
+    pub fn begin(&self) -> FlushTicket {
         let mut s = self.lock();
-        let submit_gen = s.write_gen;
-        let mut sync = Some(sync);
-        let mut ran = false;
-        let mut waited = false;
-        if self.sabotage.share_running_sync && s.running {
-            // Known-bad: accept the running sync whatever it sampled.
-            let round = s.rounds_started;
-            while s.rounds_done < round {
-                s = self.cv.wait(s).unwrap_or_else(|e| e.into_inner());
-            }
-            return match s.latched {
-                Some(e) => FlushOutcome::Latched(e),
-                None => FlushOutcome::Shared,
-            };
-        }
-        loop {
-            if let Some(e) = s.latched {
-                return FlushOutcome::Latched(e);
-            }
-            if s.synced_gen >= submit_gen {
-                return if ran {
-                    FlushOutcome::Synced
-                } else if waited {
-                    FlushOutcome::Shared
-                } else {
-                    FlushOutcome::Elided
-                };
-            }
-            if s.running {
-                waited = true;
-                s = self.cv.wait(s).unwrap_or_else(|e| e.into_inner());
-                continue;
-            }
-            s.running = true;
-            s.rounds_started += 1;
-            let round = s.rounds_started;
-            let gen = s.write_gen;
-            drop(s);
-            let r = match sync.take() {
-                Some(f) => f(),
-                // Our own sync already ran and did not cover us: impossible,
-                // since it sampled a generation >= submit_gen.
-                None => Ok(()),
-            };
-            ran = true;
-            s = self.lock();
-            s.running = false;
-            s.rounds_done = round;
-            match r {
-                Ok(()) => s.synced_gen = s.synced_gen.max(gen),
-                Err(e) => {
-                    let errno = e.raw_os_error().unwrap_or(libc::EIO);
-                    if !self.sabotage.no_latch && s.latched.is_none() {
-                        s.latched = Some(errno);
-                    }
-                    self.cv.notify_all();
-                    return FlushOutcome::Failed(errno);
-                }
-            }
-            self.cv.notify_all();
+        s.inside += 1;
+        FlushTicket {
+            submit_gen: s.write_gen,
+            // Known-bad: remember the running sync, to accept it whatever it
+            // sampled.
+            stale_round: (self.sabotage.share_running_sync && s.running)
+                .then_some(s.rounds_started),
+            ran: false,
+            waited: false,
+            finished: false,
         }
     }
+
+    /// Advances a flush without blocking: it is satisfied
+    /// ([`FlushStep::Done`]), must wait for the running sync to end
+    /// ([`FlushStep::Busy`]: step again after it did), or must issue a sync
+    /// itself ([`FlushStep::Start`]: then report it with
+    /// [`FlushCoordinator::sync_done`]).
+    pub fn step(&self, t: &mut FlushTicket) -> FlushStep {
+        let mut s = self.lock();
+        self.step_locked(&mut s, t)
+    }
+
+    fn step_locked(&self, s: &mut State, t: &mut FlushTicket) -> FlushStep {
+        if t.finished {
+            // A misuse (stepping a finished flush) must not unbalance
+            // `inside`; report the latch or success.
+            return FlushStep::Done(match s.latched {
+                Some(e) => FlushOutcome::Latched(e),
+                None => FlushOutcome::Elided,
+            });
+        }
+        let o = if let Some(round) = t.stale_round {
+            if s.rounds_done < round {
+                return FlushStep::Busy;
+            }
+            match s.latched {
+                Some(e) => FlushOutcome::Latched(e),
+                None => FlushOutcome::Shared,
+            }
+        } else if let Some(e) = s.latched {
+            FlushOutcome::Latched(e)
+        } else if s.synced_gen >= t.submit_gen {
+            if t.ran {
+                FlushOutcome::Synced
+            } else if t.waited {
+                FlushOutcome::Shared
+            } else {
+                FlushOutcome::Elided
+            }
+        } else if s.running {
+            t.waited = true;
+            return FlushStep::Busy;
+        } else {
+            s.running = true;
+            s.rounds_started += 1;
+            return FlushStep::Start {
+                round: s.rounds_started,
+                gen: s.write_gen,
+            };
+        };
+        t.finished = true;
+        s.inside -= 1;
+        FlushStep::Done(o)
+    }
+
+    /// Reports the end of the sync a [`FlushStep::Start`] asked for, with
+    /// its errno on failure. Returns the flush's outcome when the failure
+    /// decided it ([`FlushOutcome::Failed`]); `None` means step again.
+    pub fn sync_done(
+        &self,
+        t: &mut FlushTicket,
+        round: u64,
+        gen: u64,
+        result: Result<(), i32>,
+    ) -> Option<FlushOutcome> {
+        let mut s = self.lock();
+        s.running = false;
+        s.rounds_done = round;
+        t.ran = true;
+        let out = match result {
+            Ok(()) => {
+                s.synced_gen = s.synced_gen.max(gen);
+                None
+            }
+            Err(errno) => {
+                if !self.sabotage.no_latch && s.latched.is_none() {
+                    s.latched = Some(errno);
+                }
+                if !t.finished {
+                    t.finished = true;
+                    s.inside -= 1;
+                }
+                Some(FlushOutcome::Failed(errno))
+            }
+        };
+        self.cv.notify_all();
+        out
+    }
+}
+
+fn errno_of(e: &io::Error) -> i32 {
+    e.raw_os_error().unwrap_or(libc::EIO)
+}
+
+/// One flush in progress through the non-blocking API
+/// ([`FlushCoordinator::begin`]).
+#[derive(Debug)]
+pub struct FlushTicket {
+    submit_gen: u64,
+    stale_round: Option<u64>,
+    ran: bool,
+    waited: bool,
+    finished: bool,
+}
+
+/// What a flush must do next (see [`FlushCoordinator::step`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FlushStep {
+    /// The flush is decided.
+    Done(FlushOutcome),
+    /// A sync is running; step again once it ended.
+    Busy,
+    /// Issue the sync now and report it with [`FlushCoordinator::sync_done`].
+    Start {
+        /// The sync's round number.
+        round: u64,
+        /// The write generation it covers.
+        gen: u64,
+    },
 }
 
 #[cfg(test)]

@@ -8,7 +8,8 @@
 //! ## Architecture
 //! ```text
 //! front end ──Request──▶ Disk::submit ─validate─▶ plan() ─Plan─▶ executor ─▶ HostFile
-//!                          (RequestError)     (pure, tested)    (inline|threads) (syscalls |
+//!                          (RequestError)     (pure, tested)    (inline|threads| (syscalls |
+//!                                                                io_uring)
 //!                                                                                 crash model |
 //!                                                                                 fault injector)
 //! ```
@@ -18,7 +19,8 @@
 //!   unknown with a reason.
 //! - [`plan()`]: the one place where a request becomes host ops. Pure.
 //! - [`flush`]: group commit, elision, and the fdatasync error latch.
-//! - executors ([`ExecutorKind`]): where plans run; all share one runner.
+//! - executors ([`ExecutorKind`]): where plans run; all share one plan
+//!   state machine. [`uring`]: the io_uring executor.
 //! - [`HostFile`]: the syscall seam; [`RealFile`] does the syscalls.
 //! - [`trace`] and [`counters`]: what was issued, for tests, CLI and docs.
 //!
@@ -54,14 +56,15 @@ pub mod policy;
 pub mod probe;
 pub mod request;
 pub mod trace;
+pub mod uring;
 
 pub use buf::{AlignedBuf, DataBuf, GuestBufs};
 pub use caps::{BackingKind, Fact, HostCaps};
 pub use counters::CounterSnapshot;
-pub use disk::{Completion, Disk, DiskOptions, OpenError, Outcome};
+pub use disk::{Completion, Disk, DiskOptions, ExecutorInfo, OpenError, Outcome};
 pub use driver::{CannotExpress, GuestDriver, GuestStatus, Issued};
 pub use exec::ExecutorKind;
-pub use file::{HostFile, IoVec, RealFile};
+pub use file::{HostFile, Injected, IoVec, OpKind, RealFile};
 pub use flush::Sabotage;
 pub use null::NullFile;
 pub use plan::{plan, BufRef, BufShape, HostOp, Plan, RequestShape};

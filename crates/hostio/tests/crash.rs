@@ -32,50 +32,88 @@ fn cases() -> u64 {
         .unwrap_or(150)
 }
 
+/// The executors the crash model runs, with how many cases each: the
+/// io_uring executor runs its emulated ring over the simulated host (the same
+/// completion-driven state machine as over a real ring), on a third of the
+/// cases to keep the suite's time in budget.
+fn executors() -> [(ExecutorKind, u64); 2] {
+    [
+        (ExecutorKind::Inline, cases()),
+        (ExecutorKind::IO_URING, cases().div_ceil(3)),
+    ]
+}
+
 #[test]
 fn every_mode_keeps_its_promises() {
     let f = factory();
-    for mode in CacheMode::ALL {
-        let c = cfg(mode);
-        let mut points = 0;
-        for seed in 0..cases() {
-            let ops = random_ops(seed, 24, 128);
-            match run_case(&f, &c, &ops) {
-                Ok(r) => points += r.crash_points,
-                Err(e) => panic!("{mode} seed {seed}: {e}\nops: {ops:?}"),
+    for (exec, cases) in executors() {
+        for mode in CacheMode::ALL {
+            let c = cfg(mode);
+            let mut points = 0;
+            for seed in 0..cases {
+                let ops = random_ops(seed, 24, 128);
+                match run_case_with(&f, &c, &ops, exec) {
+                    Ok(r) => points += r.crash_points,
+                    Err(e) => panic!("{exec:?} {mode} seed {seed}: {e}\nops: {ops:?}"),
+                }
             }
+            assert!(points > 0);
+            println!("{exec:?} {mode}: {cases} cases, {points} crash points");
         }
-        assert!(points > 0);
-        println!("{mode}: {} cases, {points} crash points", cases());
     }
+}
+
+/// The crash model really runs the io_uring state machine (emulated ring).
+#[test]
+fn io_uring_over_the_simulated_host_is_the_emulated_ring() {
+    let sim = SimFile::new(&[0u8; 8192], true);
+    let d = Disk::from_host_file(
+        Arc::new(sim),
+        HostCaps::simulated(8192),
+        Policy::from_mode(CacheMode::None),
+        DiskOptions {
+            executor: ExecutorKind::IO_URING,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let info = d.executor_info();
+    assert_eq!((info.active, &info.fallback), ("io_uring-emulated", &None));
+    assert_eq!(d.counters().executor, "io_uring-emulated");
 }
 
 #[test]
 fn fault_injection_never_breaks_a_promise() {
     let f = factory();
-    for mode in [
-        CacheMode::Writeback,
-        CacheMode::None,
-        CacheMode::Writethrough,
-    ] {
-        for seed in 0..cases() / 10 {
-            let ops = random_ops(1000 + seed, 16, 128);
-            // Count host ops in a clean run, then fail each one in turn.
-            let total = run_case(&f, &cfg(mode), &ops).unwrap().crash_points;
-            for n in 1..=total {
-                for kind in [
-                    FaultKind::Eio,
-                    FaultKind::Enospc,
-                    FaultKind::Eintr,
-                    FaultKind::Short,
-                ] {
-                    let c = CaseConfig {
-                        fault: Some((n, kind)),
-                        random_crashes: 0,
-                        ..cfg(mode)
-                    };
-                    if let Err(e) = run_case(&f, &c, &ops) {
-                        panic!("{mode} seed {seed} fault {kind:?}@{n}: {e}\nops: {ops:?}");
+    for (exec, cases) in executors() {
+        for mode in [
+            CacheMode::Writeback,
+            CacheMode::None,
+            CacheMode::Writethrough,
+        ] {
+            for seed in 0..cases / 10 {
+                let ops = random_ops(1000 + seed, 16, 128);
+                // Count host ops in a clean run, then fail each one in turn.
+                let total = run_case_with(&f, &cfg(mode), &ops, exec)
+                    .unwrap()
+                    .crash_points;
+                for n in 1..=total {
+                    for kind in [
+                        FaultKind::Eio,
+                        FaultKind::Enospc,
+                        FaultKind::Eintr,
+                        FaultKind::Short,
+                    ] {
+                        let c = CaseConfig {
+                            fault: Some((n, kind)),
+                            random_crashes: 0,
+                            ..cfg(mode)
+                        };
+                        if let Err(e) = run_case_with(&f, &c, &ops, exec) {
+                            panic!(
+                                "{exec:?} {mode} seed {seed} fault {kind:?}@{n}: {e}\nops: {ops:?}"
+                            );
+                        }
                     }
                 }
             }

@@ -1,24 +1,13 @@
 //! Requests through the inline and thread-pool executors against real files,
 //! asserting on the recorded host-op trace.
 
-use std::io::Write;
 use std::sync::Arc;
 
-use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
+use vm_memory::{Bytes, GuestAddress};
 use vmstor_hostio::*;
 
-const MIB: u64 = 1 << 20;
-
-fn image(size: u64) -> tempfile::NamedTempFile {
-    let mut f = tempfile::NamedTempFile::new_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
-    f.as_file_mut().set_len(size).unwrap();
-    f.flush().unwrap();
-    f
-}
-
-fn mem() -> Arc<GuestMemoryMmap> {
-    Arc::new(GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 4 * MIB as usize)]).unwrap())
-}
+mod common;
+use common::*;
 
 fn open(img: &tempfile::NamedTempFile, mode: CacheMode, exec: ExecutorKind) -> Disk {
     let policy = Policy {
@@ -35,17 +24,6 @@ fn open(img: &tempfile::NamedTempFile, mode: CacheMode, exec: ExecutorKind) -> D
         },
     )
     .unwrap()
-}
-
-fn guest(m: &Arc<GuestMemoryMmap>, addr: u64, len: usize) -> DataBuf {
-    DataBuf::Guest(GuestBufs::new(m.clone(), vec![(GuestAddress(addr), len)]))
-}
-
-fn run(d: &Disk, r: Request) -> Completion {
-    match d.execute(r).unwrap() {
-        Outcome::Done(c) => c,
-        Outcome::Held => panic!("held"),
-    }
 }
 
 fn syscalls(d: &Disk) -> Vec<HostOp> {

@@ -82,3 +82,42 @@ pub fn skip(test: &str, why: &str) {
     println!("SKIP {test}: {why}");
     eprintln!("SKIP {test}: {why}");
 }
+
+pub const MIB: u64 = 1 << 20;
+
+/// A sparse image file of `size` bytes in the target's temporary directory.
+pub fn image(size: u64) -> tempfile::NamedTempFile {
+    use std::io::Write;
+    let mut f = tempfile::NamedTempFile::new_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    f.as_file_mut().set_len(size).unwrap();
+    f.flush().unwrap();
+    f
+}
+
+/// 4 MiB of guest memory.
+pub fn mem() -> std::sync::Arc<vm_memory::GuestMemoryMmap> {
+    std::sync::Arc::new(
+        vm_memory::GuestMemoryMmap::from_ranges(&[(vm_memory::GuestAddress(0), 4 * MIB as usize)])
+            .unwrap(),
+    )
+}
+
+/// One guest-memory segment as a request buffer.
+pub fn guest(
+    m: &std::sync::Arc<vm_memory::GuestMemoryMmap>,
+    addr: u64,
+    len: usize,
+) -> vmstor_hostio::DataBuf {
+    vmstor_hostio::DataBuf::Guest(vmstor_hostio::GuestBufs::new(
+        m.clone(),
+        vec![(vm_memory::GuestAddress(addr), len)],
+    ))
+}
+
+/// Executes a request and returns its completion (never held in tests).
+pub fn run(d: &vmstor_hostio::Disk, r: vmstor_hostio::Request) -> vmstor_hostio::Completion {
+    match d.execute(r).unwrap() {
+        vmstor_hostio::Outcome::Done(c) => c,
+        vmstor_hostio::Outcome::Held => panic!("held"),
+    }
+}
