@@ -9,8 +9,7 @@
 //! ```text
 //! front end ──Request──▶ Disk::submit ─validate─▶ plan() ─Plan─▶ executor ─▶ HostFile
 //!                          (RequestError)     (pure, tested)    (inline|threads| (syscalls |
-//!                                                                io_uring)
-//!                                                                                 crash model |
+//!                                                                io_uring)        crash model |
 //!                                                                                 fault injector)
 //! ```
 //! - [`policy`]: QEMU's three knobs (`direct`, `no_flush`, write cache) and

@@ -1,5 +1,6 @@
 //! Requests through the inline and thread-pool executors against real files,
-//! asserting on the recorded host-op trace.
+//! asserting on the recorded host-op trace; the fault-wrapper tests also run
+//! the io_uring executor (faults injected into the real ring).
 
 use std::sync::Arc;
 
@@ -393,69 +394,82 @@ fn flush_after_only_dsync_writes_needs_no_fdatasync() {
 fn fault_wrapper_on_real_files() {
     use vmstor_hostio::crash::FaultKind;
     use vmstor_hostio::fault::FaultFile;
-    for kind in [
-        FaultKind::Eio,
-        FaultKind::Enospc,
-        FaultKind::Eintr,
-        FaultKind::Short,
-    ] {
-        for at in 1..=4u64 {
-            let img = image(MIB);
-            let file = std::fs::OpenOptions::new()
-                .read(true)
-                .write(true)
-                .open(img.path())
+    // The io_uring executor gets the faults on the real ring (FaultFile's
+    // inject hook), so each one is an io_uring completion.
+    for exec in [ExecutorKind::Inline, ExecutorKind::IO_URING] {
+        for kind in [
+            FaultKind::Eio,
+            FaultKind::Enospc,
+            FaultKind::Eintr,
+            FaultKind::Short,
+        ] {
+            for at in 1..=4u64 {
+                let img = image(MIB);
+                let file = std::fs::OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .open(img.path())
+                    .unwrap();
+                let caps = vmstor_hostio::probe::probe_path(img.path()).unwrap().caps;
+                let ff = Arc::new(FaultFile::new(Arc::new(RealFile::new(file)), at, kind));
+                let policy = Policy {
+                    errors: ErrorPolicy {
+                        read: ErrorAction::Report,
+                        write: ErrorAction::Report,
+                    },
+                    ..Policy::from_mode(CacheMode::Writeback)
+                };
+                let d = Disk::from_host_file(
+                    ff.clone(),
+                    caps,
+                    policy,
+                    DiskOptions {
+                        executor: exec,
+                        trace: true,
+                        ..Default::default()
+                    },
+                )
                 .unwrap();
-            let caps = vmstor_hostio::probe::probe_path(img.path()).unwrap().caps;
-            let ff = Arc::new(FaultFile::new(Arc::new(RealFile::new(file)), at, kind));
-            let policy = Policy {
-                errors: ErrorPolicy {
-                    read: ErrorAction::Report,
-                    write: ErrorAction::Report,
-                },
-                ..Policy::from_mode(CacheMode::Writeback)
-            };
-            let d = Disk::from_host_file(
-                ff.clone(),
-                caps,
-                policy,
-                DiskOptions {
-                    trace: true,
-                    ..Default::default()
-                },
-            )
-            .unwrap();
-            let m = mem();
-            m.write_slice(&[3u8; 8192], GuestAddress(0)).unwrap();
-            // op 1: write, op 2: fdatasync, op 3: write, op 4: read
-            let w1 = run(&d, Request::write(0, guest(&m, 0, 8192), false, 1)).result;
-            let f1 = run(&d, Request::flush(2)).result;
-            let w2 = run(&d, Request::write(8192, guest(&m, 0, 8192), false, 3)).result;
-            let r = run(&d, Request::read(0, guest(&m, 65536, 16384), 4)).result;
-            let transient = matches!(kind, FaultKind::Eintr | FaultKind::Short);
-            let expect_fail = |n: u64| !transient && at == n;
-            assert_eq!(w1.is_err(), expect_fail(1), "{kind:?}@{at} w1 {w1:?}");
-            assert_eq!(w2.is_err(), expect_fail(3), "{kind:?}@{at} w2 {w2:?}");
-            // fdatasync is never retried: an interrupted (or, in this
-            // wrapper, "short") sync is a failed one.
-            assert_eq!(f1.is_err(), at == 2, "{kind:?}@{at} f1 {f1:?}");
-            if let Err(e1) = f1 {
-                // Latched: the next flush fails too, with the same errno.
-                let f2 = run(&d, Request::flush(5)).result.unwrap_err();
-                assert_eq!(f2.errno, e1.errno);
-                assert!(f2.latched);
-            }
-            if r.is_ok() {
-                let mut b = vec![0u8; 16384];
-                m.read_slice(&mut b, GuestAddress(65536)).unwrap();
-                if w1.is_ok() {
-                    assert!(b[..8192].iter().all(|&x| x == 3), "{kind:?}@{at}");
+                let m = mem();
+                m.write_slice(&[3u8; 8192], GuestAddress(0)).unwrap();
+                // op 1: write, op 2: fdatasync, op 3: write, op 4: read
+                let w1 = run(&d, Request::write(0, guest(&m, 0, 8192), false, 1)).result;
+                let f1 = run(&d, Request::flush(2)).result;
+                let w2 = run(&d, Request::write(8192, guest(&m, 0, 8192), false, 3)).result;
+                let r = run(&d, Request::read(0, guest(&m, 65536, 16384), 4)).result;
+                let transient = matches!(kind, FaultKind::Eintr | FaultKind::Short);
+                let expect_fail = |n: u64| !transient && at == n;
+                assert_eq!(
+                    w1.is_err(),
+                    expect_fail(1),
+                    "{exec:?} {kind:?}@{at} w1 {w1:?}"
+                );
+                assert_eq!(
+                    w2.is_err(),
+                    expect_fail(3),
+                    "{exec:?} {kind:?}@{at} w2 {w2:?}"
+                );
+                // fdatasync is never retried: an interrupted (or, in this
+                // wrapper, "short") sync is a failed one.
+                assert_eq!(f1.is_err(), at == 2, "{exec:?} {kind:?}@{at} f1 {f1:?}");
+                if let Err(e1) = f1 {
+                    // Latched: the next flush fails too, with the same errno.
+                    let f2 = run(&d, Request::flush(5)).result.unwrap_err();
+                    assert_eq!(f2.errno, e1.errno);
+                    assert!(f2.latched);
                 }
-                if w2.is_ok() {
-                    assert!(b[8192..].iter().all(|&x| x == 3), "{kind:?}@{at}");
+                if r.is_ok() {
+                    let mut b = vec![0u8; 16384];
+                    m.read_slice(&mut b, GuestAddress(65536)).unwrap();
+                    if w1.is_ok() {
+                        assert!(b[..8192].iter().all(|&x| x == 3), "{exec:?} {kind:?}@{at}");
+                    }
+                    if w2.is_ok() {
+                        assert!(b[8192..].iter().all(|&x| x == 3), "{exec:?} {kind:?}@{at}");
+                    }
+                } else {
+                    assert!(expect_fail(4), "{exec:?} {kind:?}@{at} read {r:?}");
                 }
-            } else {
-                assert!(expect_fail(4), "{kind:?}@{at} read {r:?}");
             }
         }
     }
@@ -476,52 +490,63 @@ fn failed_fua_write_latches_only_with_dirty_data() {
         },
         ..Policy::from_mode(CacheMode::Writeback)
     };
-    let setup = |at| {
-        let img = image(MIB);
-        let file = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(img.path())
-            .unwrap();
-        let caps = vmstor_hostio::probe::probe_path(img.path()).unwrap().caps;
-        let ff = Arc::new(FaultFile::new(
-            Arc::new(RealFile::new(file)),
-            at,
-            FaultKind::Enospc,
-        ));
-        (
-            img,
-            Disk::from_host_file(ff, caps, policy, DiskOptions::default()).unwrap(),
-        )
-    };
-    let m = mem();
-    // Clean disk: FUA write fails with ENOSPC, then succeeds on retry.
-    let (_img, d) = setup(1);
-    assert_eq!(
-        run(&d, Request::write(0, guest(&m, 0, 4096), true, 1))
+    for exec in [ExecutorKind::Inline, ExecutorKind::IO_URING] {
+        let setup = |at| {
+            let img = image(MIB);
+            let file = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(img.path())
+                .unwrap();
+            let caps = vmstor_hostio::probe::probe_path(img.path()).unwrap().caps;
+            let ff = Arc::new(FaultFile::new(
+                Arc::new(RealFile::new(file)),
+                at,
+                FaultKind::Enospc,
+            ));
+            (
+                img,
+                Disk::from_host_file(
+                    ff,
+                    caps,
+                    policy,
+                    DiskOptions {
+                        executor: exec,
+                        ..Default::default()
+                    },
+                )
+                .unwrap(),
+            )
+        };
+        let m = mem();
+        // Clean disk: FUA write fails with ENOSPC, then succeeds on retry.
+        let (_img, d) = setup(1);
+        assert_eq!(
+            run(&d, Request::write(0, guest(&m, 0, 4096), true, 1))
+                .result
+                .unwrap_err()
+                .errno,
+            libc::ENOSPC
+        );
+        assert_eq!(d.latched_error(), None);
+        assert_eq!(
+            run(&d, Request::write(0, guest(&m, 0, 4096), true, 2)).result,
+            Ok(4096)
+        );
+        assert_eq!(run(&d, Request::flush(3)).result, Ok(0));
+        // A volatile write outstanding: the failure latches.
+        let (_img, d) = setup(2);
+        assert_eq!(
+            run(&d, Request::write(0, guest(&m, 0, 4096), false, 1)).result,
+            Ok(4096)
+        );
+        assert!(run(&d, Request::write(4096, guest(&m, 0, 4096), true, 2))
             .result
-            .unwrap_err()
-            .errno,
-        libc::ENOSPC
-    );
-    assert_eq!(d.latched_error(), None);
-    assert_eq!(
-        run(&d, Request::write(0, guest(&m, 0, 4096), true, 2)).result,
-        Ok(4096)
-    );
-    assert_eq!(run(&d, Request::flush(3)).result, Ok(0));
-    // A volatile write outstanding: the failure latches.
-    let (_img, d) = setup(2);
-    assert_eq!(
-        run(&d, Request::write(0, guest(&m, 0, 4096), false, 1)).result,
-        Ok(4096)
-    );
-    assert!(run(&d, Request::write(4096, guest(&m, 0, 4096), true, 2))
-        .result
-        .is_err());
-    assert_eq!(d.latched_error(), Some(libc::ENOSPC));
-    assert_eq!(
-        run(&d, Request::flush(3)).result.unwrap_err().errno,
-        libc::ENOSPC
-    );
+            .is_err());
+        assert_eq!(d.latched_error(), Some(libc::ENOSPC));
+        assert_eq!(
+            run(&d, Request::flush(3)).result.unwrap_err().errno,
+            libc::ENOSPC
+        );
+    }
 }

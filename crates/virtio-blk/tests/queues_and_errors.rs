@@ -122,7 +122,18 @@ fn a_blocked_queue_does_not_hold_up_another() {
 
 #[test]
 fn many_requests_on_many_queues_with_the_thread_pool() {
-    let (disk, file) = mem_disk(DISK_SIZE, policy(CacheMode::None), ExecutorKind::Threads(4));
+    many_requests_on_many_queues(ExecutorKind::Threads(4));
+}
+
+/// The same through the io_uring executor (its emulated ring: the in-memory
+/// file has no descriptor).
+#[test]
+fn many_requests_on_many_queues_with_io_uring() {
+    many_requests_on_many_queues(ExecutorKind::IO_URING);
+}
+
+fn many_requests_on_many_queues(exec: ExecutorKind) {
+    let (disk, file) = mem_disk(DISK_SIZE, policy(CacheMode::None), exec);
     let mut g = TestGuest::new(disk.clone(), mq_opts(4)).unwrap();
     let mut heads = Vec::new();
     for q in 0..4u16 {
