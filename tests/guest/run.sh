@@ -190,8 +190,10 @@ vscsi_qemu() {
   # OPERATION CODES, no SYNCHRONIZE CACHE(16)
 }
 vscsi_vmstor() {
-  VMSTOR_ARGS+=(--vhost-user-scsi "$RUN_DIR/vscsi.sock" --lun "$1")
-  QARGS+=(-chardev "socket,id=vscsi0,path=$RUN_DIR/vscsi.sock,reconnect=1"
+  VMSTOR_ARGS+=(--vhost-user-scsi "$RUN_DIR/vscsi.sock" --lun "$1,discard=unmap" --queues "$SMP")
+  # No reconnect= here: QEMU 7.2's vhost-user-scsi-pci does not wait for the
+  # connection and aborts ("Failed to set msg fds"); the socket is up first.
+  QARGS+=(-chardev "socket,id=vscsi0,path=$RUN_DIR/vscsi.sock"
           -device vhost-user-scsi-pci,chardev=vscsi0,addr=0x5,num_queues=$SMP)
   KARGS+=(vmstor.pci.vscsi=0000:00:05.0)
   WAIT_SOCKETS+=("$RUN_DIR/vscsi.sock")
@@ -229,11 +231,11 @@ crash_vmstor() {
 start_vmstor_serve() {
   [ ${#VMSTOR_ARGS[@]} -gt 0 ] || return 0
   [ -x "$VMSTOR_BIN" ] || die "no $VMSTOR_BIN (cargo build -p vmstor)"
-  spawn vmstor-serve 600 "$VMSTOR_BIN" serve "${VMSTOR_ARGS[@]}" --counters "$RUN_DIR/counters.json"
+  spawn "vmstor-serve-$1" 600 "$VMSTOR_BIN" serve "${VMSTOR_ARGS[@]}" --counters "$RUN_DIR/counters-$1.json"
   SERVE_STARTED=1
   local s
   for s in "${WAIT_SOCKETS[@]}"; do
-    wait_socket "$s" "$LAST_PID" || { cat "$RUN_DIR/vmstor-serve.log" >&2; die "vmstor serve did not create $s"; }
+    wait_socket "$s" "$LAST_PID" || { cat "$RUN_DIR/vmstor-serve-$1.log" >&2; die "vmstor serve did not create $s"; }
   done
   BACKEND_PIDS+=("$LAST_PID")
 }
@@ -250,7 +252,7 @@ stop_backends() {
 # host_check_<test> runs after the guest for every test that ran; it reads the backend's
 # counters/trace from RUN_DIR and reports with host_ok/host_bad. BACKEND=qemu: QEMU's trace
 # (-trace events: QEMU's stderr, RUN_DIR/main-qemu.log). BACKEND=vmstor: the daemon's counters
-# file (RUN_DIR/counters.json) - the lead fills these in with `vmstor serve` (issue 8).
+# file (RUN_DIR/counters-main.json).
 HOST_FAILS=0
 host_ok() { echo "ok: [host] $*"; }
 host_bad() { echo "FAIL: [host] $*"; HOST_FAILS=$((HOST_FAILS + 1)); }
@@ -274,18 +276,51 @@ host_check_ide() {
   if grep -q 'cmd 0xef' "$t"; then host_ok "ide: SET FEATURES reached the device"; else host_bad "ide: no SET FEATURES (hdparm -W0/-W1) seen"; fi
   if grep -qE 'cmd 0x(ea|e7)' "$t"; then host_ok "ide: FLUSH CACHE reached the device"; else host_bad "ide: no FLUSH CACHE seen"; fi
 }
+# counter EXPORT_KIND FIELD: a disk counter of the main boot's `vmstor serve` export of that
+# kind (vhost-user-blk, vhost-user-scsi), from its counters file; empty when absent.
+counter() {
+  python3 - "$RUN_DIR/counters-main.json" "$1" "$2" <<'PY' 2>/dev/null
+import json, sys
+path, kind, field = sys.argv[1:4]
+for e in json.load(open(path))["exports"]:
+    if e["kind"] == kind:
+        print(e["disks"][0][field] if field in e["disks"][0] else e[field])
+PY
+}
+# expect_min WHAT VALUE MIN: host_ok when VALUE >= MIN
+expect_min() {
+  if [ "${2:-0}" -ge "$3" ] 2>/dev/null; then host_ok "$1 ($2)"; else host_bad "$1 (got '${2:-none}', want >= $3)"; fi
+}
+expect_zero() {
+  if [ "${2:-x}" = 0 ]; then host_ok "$1"; else host_bad "$1 (got '${2:-none}')"; fi
+}
 host_check_vblk() {
   # QEMU's trace events cannot attribute a host flush to one device (file_paio_submit has no
-  # device), so BACKEND=qemu has no vblk host check; vmstor: counters hook (lead).
-  return 0
+  # device), so BACKEND=qemu has no vblk host check.
+  [ "$BACKEND" = vmstor ] || return 0
+  local k=vhost-user-blk
+  expect_min "vblk: cache_type 'write through' flushed on the host (fdatasyncs)" "$(counter $k fdatasyncs)" 1
+  expect_min "vblk: writes reached hostio" "$(counter $k writes)" 1
+  expect_min "vblk: blkdiscard reached hostio as a discard" "$(counter $k discards)" 1
+  expect_min "vblk: blkdiscard -z reached hostio as write zeroes" "$(counter $k write_zeroes)" 1
+  expect_zero "vblk: no IOERR status" "$(counter $k status_ioerr)"
+  expect_zero "vblk: no malformed chains" "$(counter $k bad_chains)"
 }
 host_check_vscsi() {
-  [ "$BACKEND" = qemu ] || return 0
-  if grep -q 'Mode Select' "$RUN_DIR/main-qemu.log"; then host_ok "vscsi: MODE SELECT reached the disk"; else host_bad "vscsi: no MODE SELECT seen (cache_type write)"; fi
+  if [ "$BACKEND" = qemu ]; then
+    if grep -q 'Mode Select' "$RUN_DIR/main-qemu.log"; then host_ok "vscsi: MODE SELECT reached the disk"; else host_bad "vscsi: no MODE SELECT seen (cache_type write)"; fi
+    return
+  fi
+  local k=vhost-user-scsi
+  expect_min "vscsi: sg_sync and sg_sync --16 reached hostio as flushes" "$(counter $k flushes_asked)" 2
+  expect_min "vscsi: MODE SELECT WCE=0 flushed on the host (fdatasyncs)" "$(counter $k fdatasyncs)" 1
+  expect_min "vscsi: sg_unmap reached hostio as a discard" "$(counter $k discards)" 1
+  expect_min "vscsi: writes reached hostio" "$(counter $k writes)" 1
+  expect_zero "vscsi: no malformed chains" "$(counter $k bad_chains)"
 }
 host_check_counters() {  # vmstor: the counters file must exist once the daemon has exited
   [ "$BACKEND" = vmstor ] && [ "$SERVE_STARTED" = 1 ] || return 0
-  if [ -s "$RUN_DIR/counters.json" ]; then host_ok "vmstor serve wrote its counters"; else host_bad "no counters file from vmstor serve"; fi
+  if [ -s "$RUN_DIR/counters-main.json" ]; then host_ok "vmstor serve wrote its counters"; else host_bad "no counters file from vmstor serve"; fi
 }
 
 # ------------------------------------------------------------------ one QEMU boot
@@ -382,7 +417,7 @@ if [ "$DO_MAIN" = 1 ]; then
     [ "$t" = proxy ] || new_image "$RUN_DIR/$t.img" 128
     "${t}_${BACKEND}" "$RUN_DIR/$t.img"
   done
-  [ "$BACKEND" = vmstor ] && start_vmstor_serve
+  [ "$BACKEND" = vmstor ] && start_vmstor_serve main
   if [ "$SHELL_MODE" = 1 ]; then boot main "${USER_TESTS:-none}"; exit 0; fi
   boot main "$TESTS"
   stop_backends || log "a backend exited non-zero"
@@ -409,7 +444,7 @@ if [ "$DO_CRASH" = 1 ]; then
   blocks=512
   KARGS+=(vmstor.seed=$seed vmstor.blocks=$blocks)
   "crash_$BACKEND" "$img"
-  [ "$BACKEND" = vmstor ] && start_vmstor_serve
+  [ "$BACKEND" = vmstor ] && start_vmstor_serve crash
   boot crash crash || true
   crash_ok=1
   if ! grep -aq '^VMSTOR-CRASH-READY' "$RUN_DIR/crash-console.log"; then
@@ -435,7 +470,7 @@ if [ "$HOST_FAILS" -gt 0 ]; then
   FAILED=$((FAILED + 1)); FAILED_NAMES+=("host-checks($HOST_FAILS)"); SHOW_LOGS=1
 fi
 if [ "$SHOW_LOGS" = 1 ]; then
-  for f in "$RUN_DIR"/*-console.log "$RUN_DIR"/*-qemu.log "$RUN_DIR"/qsd-*.log "$RUN_DIR"/vmstor-serve.log "$RUN_DIR"/proxy-*.log; do
+  for f in "$RUN_DIR"/*-console.log "$RUN_DIR"/*-qemu.log "$RUN_DIR"/qsd-*.log "$RUN_DIR"/vmstor-serve-*.log "$RUN_DIR"/proxy-*.log; do
     [ -s "$f" ] || continue
     echo "=================== $f" >&2
     tr -d '\r' < "$f" | tail -n 400 >&2

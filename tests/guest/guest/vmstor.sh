@@ -31,7 +31,7 @@ check_eq() {
 # check_re [-g GAP] WHAT EXTENDED-REGEX TEXT
 check_re() {
   local gap=""; [ "$1" = -g ] && { gap=$2; shift 2; }
-  echo "$3" | grep -qE -- "$2"; result "$gap" "$1" $? "no match for /$2/"
+  echo "$3" | grep -qE -- "$2"; result "$gap" "$1" $? "no match for /$2/ in: $(echo "$3" | head -c 400 | tr '\n' ' ')"
 }
 # check_rc [-g GAP] WHAT CMD...: run CMD, pass if it exits 0 (its output is shown on failure)
 check_rc() {
