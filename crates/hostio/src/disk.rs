@@ -419,11 +419,27 @@ impl Disk {
     }
 
     fn start(&self, req: &Request) -> Plan {
+        if !req.op.is_write() {
+            return self.plan(req);
+        }
+        // Plan under the volatile-count lock. `set_write_cache(false)` turns
+        // the cache off and then waits on this lock for the count to drain,
+        // so a write either read the cache as on and is counted before that
+        // wait looks, or reads it as off and is planned durable. Planning
+        // first and counting after would let a volatile write slip past a
+        // completed write-cache disable.
+        let mut volatile = self.core.volatile.lock().unwrap_or_else(|e| e.into_inner());
         let plan = self.plan(req);
-        if !plan.durable && req.op.is_write() {
-            *self.core.volatile.lock().unwrap_or_else(|e| e.into_inner()) += 1;
+        if !plan.durable {
+            *volatile += 1;
         }
         plan
+    }
+
+    /// Volatile (non-durable) writes planned and not yet completed (tests).
+    #[doc(hidden)]
+    pub fn volatile_in_flight(&self) -> u64 {
+        *self.core.volatile.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Validates, plans and submits `req`. See the module docs.
