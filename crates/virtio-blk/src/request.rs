@@ -286,14 +286,32 @@ pub fn chain_layout<M>(
 where
     M: Deref<Target = GuestMemoryMmap>,
 {
-    let mut descs: Vec<Descriptor> = Vec::new();
-    for d in chain {
-        if descs.len() == MAX_CHAIN_DESCRIPTORS {
+    // One pass, no intermediate list: every descriptor but the last is
+    // sorted into readable/writable as the next one arrives.
+    let mut l = ChainLayout {
+        readable: Vec::new(),
+        writable: Vec::new(),
+        status: GuestAddress(0),
+        mixed: false,
+    };
+    let mut last: Option<Descriptor> = None;
+    for (n, d) in chain.enumerate() {
+        if n == MAX_CHAIN_DESCRIPTORS {
             return Err(ChainError::TooLong);
         }
-        descs.push(d);
+        if let Some(p) = last.replace(d) {
+            if p.len() == 0 {
+                continue;
+            }
+            if p.is_write_only() {
+                l.writable.push((p.addr(), p.len() as usize));
+            } else {
+                l.mixed |= !l.writable.is_empty();
+                l.readable.push((p.addr(), p.len() as usize));
+            }
+        }
     }
-    let last = descs.pop().ok_or(ChainError::Empty)?;
+    let last = last.ok_or(ChainError::Empty)?;
     // `virtio-queue` ends the walk silently on a loop (its TTL), a nested or
     // malformed indirect table, an unreadable descriptor or a 4 GiB overflow;
     // in every such case the last descriptor it yielded still says NEXT.
@@ -303,29 +321,12 @@ where
     if !last.is_write_only() || last.len() == 0 {
         return Err(ChainError::NoStatus);
     }
-    let status = last
+    l.status = last
         .addr()
         .checked_add(u64::from(last.len()) - 1)
         .ok_or(ChainError::StatusOutOfMemory)?;
-    if !GuestMemoryBackend::check_range(mem, status, 1) {
+    if !GuestMemoryBackend::check_range(mem, l.status, 1) {
         return Err(ChainError::StatusOutOfMemory);
-    }
-    let mut l = ChainLayout {
-        readable: Vec::new(),
-        writable: Vec::new(),
-        status,
-        mixed: false,
-    };
-    for d in &descs {
-        if d.len() == 0 {
-            continue;
-        }
-        if d.is_write_only() {
-            l.writable.push((d.addr(), d.len() as usize));
-        } else {
-            l.mixed |= !l.writable.is_empty();
-            l.readable.push((d.addr(), d.len() as usize));
-        }
     }
     if last.len() > 1 {
         l.writable.push((last.addr(), last.len() as usize - 1));
