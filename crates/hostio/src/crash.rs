@@ -857,6 +857,8 @@ pub type DriverFactory<'a> = &'a dyn Fn(Arc<Disk>) -> Box<dyn GuestDriver>;
 pub struct CaseConfig {
     /// The disk's policy (cache mode etc.).
     pub policy: Policy,
+    /// The capabilities the simulated host presents to the planner.
+    pub host: SimHost,
     /// Disk size in bytes (a multiple of 4096).
     pub size: u64,
     /// Known-bad behaviours to switch on.
@@ -865,6 +867,65 @@ pub struct CaseConfig {
     pub fault: Option<(u64, FaultKind)>,
     /// Random crash strategies per crash point, besides oldest and newest.
     pub random_crashes: u32,
+}
+
+/// The host capabilities a crash run presents. Each one sends some requests
+/// down other planner paths, which the crash model must then also prove.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub enum SimHost {
+    /// Everything: `RWF_DSYNC`, 512-byte `O_DIRECT` alignment, discard and
+    /// fast zeroing.
+    #[default]
+    Full,
+    /// `pwritev2(RWF_DSYNC)` refused: a FUA write becomes write + `fdatasync`
+    /// (the write-generation ordering trap of an emulated FUA).
+    NoRwfDsync,
+    /// `O_DIRECT` offset alignment 4096 over 512-byte logical blocks: smaller
+    /// or unaligned writes under `O_DIRECT` become read-modify-write.
+    Align4k,
+    /// No discard and no fast zeroing: write-zeroes become explicit writes
+    /// of zeroes, discards are dropped.
+    NoFastZero,
+}
+
+impl SimHost {
+    /// Every variant.
+    pub const ALL: [SimHost; 4] = [
+        SimHost::Full,
+        SimHost::NoRwfDsync,
+        SimHost::Align4k,
+        SimHost::NoFastZero,
+    ];
+
+    /// The caps of a simulated disk of `size` bytes on this host.
+    pub fn caps(self, size: u64) -> HostCaps {
+        let mut caps = HostCaps::simulated(size);
+        caps.stable_pages = crate::caps::Fact::Known(false, "simulated");
+        match self {
+            SimHost::Full => {}
+            SimHost::NoRwfDsync => caps.rwf_dsync = false,
+            SimHost::Align4k => {
+                caps.dio_offset_align = 4096;
+                caps.dio_mem_align = 4096;
+            }
+            SimHost::NoFastZero => {
+                caps.discard = false;
+                caps.write_zeroes = false;
+            }
+        }
+        caps
+    }
+}
+
+impl std::fmt::Display for SimHost {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            SimHost::Full => "full",
+            SimHost::NoRwfDsync => "no-rwf-dsync",
+            SimHost::Align4k => "align-4k",
+            SimHost::NoFastZero => "no-fast-zero",
+        })
+    }
 }
 
 /// What a run found.
@@ -925,8 +986,7 @@ fn original_image(size: u64) -> Vec<u8> {
 }
 
 fn open_sim(sim: &SimFile, cfg: &CaseConfig, executor: ExecutorKind) -> Arc<Disk> {
-    let mut caps = HostCaps::simulated(sim.size());
-    caps.stable_pages = crate::caps::Fact::Known(false, "simulated");
+    let caps = cfg.host.caps(sim.size());
     let opts = DiskOptions {
         sabotage: cfg.sabotage,
         executor,

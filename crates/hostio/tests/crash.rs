@@ -18,6 +18,7 @@ fn cfg(mode: CacheMode) -> CaseConfig {
             discard: DiscardMode::Unmap,
             ..Policy::from_mode(mode)
         },
+        host: SimHost::Full,
         size: 64 * 1024,
         sabotage: Sabotage::default(),
         fault: None,

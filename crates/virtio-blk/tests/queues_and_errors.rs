@@ -336,6 +336,7 @@ fn factory(opts: TestGuestOptions) -> impl Fn(Arc<Disk>) -> Box<dyn GuestDriver>
 fn case(mode: CacheMode) -> CaseConfig {
     CaseConfig {
         policy: policy(mode),
+        host: vmstor_hostio::crash::SimHost::Full,
         size: 64 * 1024,
         sabotage: Sabotage::default(),
         fault: None,

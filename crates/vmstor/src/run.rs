@@ -286,6 +286,7 @@ pub fn demo(
             // host-op boundary.
             let cfg = CaseConfig {
                 policy: policy(mode, StableWrites::Auto),
+                host: vmstor_hostio::crash::SimHost::Full,
                 size: 256 * 1024,
                 sabotage: Default::default(),
                 fault: None,
@@ -627,6 +628,7 @@ pub fn crashcheck(
             pb.set_message(format!("{c} cache={mode}"));
             let cfg = CaseConfig {
                 policy: policy(mode, StableWrites::Auto),
+                host: vmstor_hostio::crash::SimHost::Full,
                 size: 128 * 1024,
                 sabotage: Default::default(),
                 fault: None,

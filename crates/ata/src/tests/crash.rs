@@ -18,6 +18,7 @@ fn case(mode: CacheMode) -> CaseConfig {
     policy.discard = DiscardMode::Unmap;
     CaseConfig {
         policy,
+        host: vmstor_hostio::crash::SimHost::Full,
         size: 64 * 1024,
         sabotage: Sabotage::default(),
         fault: None,
