@@ -11,7 +11,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use vmstor_hostio::{CacheMode, StableWrites};
+use vmstor_hostio::crash::SimHost;
+use vmstor_hostio::{CacheMode, Sabotage, StableWrites};
 
 use vmstor::controllers::Controller;
 
@@ -100,6 +101,16 @@ enum Cmd {
         /// Guest operations per sequence.
         #[arg(long, default_value_t = 24)]
         len: usize,
+        /// The simulated host's capabilities: full, no-rwf-dsync (FUA as
+        /// write + fdatasync), align-4k (O_DIRECT read-modify-write),
+        /// no-fast-zero (zero writes instead of fallocate).
+        #[arg(long, default_value = "full", value_parser = parse_host)]
+        host: SimHost,
+        /// Switch on a known-bad behaviour to see the check fail (testing
+        /// the checker): skip-flush-when-direct, wce-off-not-fua, no-latch,
+        /// share-running-sync; repeatable.
+        #[arg(long, hide = true, value_parser = parse_sabotage)]
+        sabotage: Vec<Sabotage>,
         /// Print JSON.
         #[arg(long)]
         json: bool,
@@ -128,6 +139,33 @@ fn parse_stable(s: &str) -> Result<StableWrites, String> {
         .map_err(|e: vmstor_hostio::PolicyParseError| e.to_string())
 }
 
+fn parse_host(s: &str) -> Result<SimHost, String> {
+    SimHost::ALL
+        .into_iter()
+        .find(|h| h.to_string() == s)
+        .ok_or_else(|| {
+            let names: Vec<String> = SimHost::ALL.iter().map(|h| h.to_string()).collect();
+            format!("unknown host '{s}'; accepted: {}", names.join(", "))
+        })
+}
+
+fn parse_sabotage(s: &str) -> Result<Sabotage, String> {
+    let mut b = Sabotage::default();
+    match s {
+        "skip-flush-when-direct" => b.skip_flush_when_direct = true,
+        "wce-off-not-fua" => b.wce_off_not_fua = true,
+        "no-latch" => b.no_latch = true,
+        "share-running-sync" => b.share_running_sync = true,
+        _ => {
+            return Err(format!(
+                "unknown sabotage '{s}'; accepted: skip-flush-when-direct, wce-off-not-fua, \
+                 no-latch, share-running-sync"
+            ))
+        }
+    }
+    Ok(b)
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let r = match cli.cmd {
@@ -153,8 +191,27 @@ fn main() -> ExitCode {
             cases,
             seed,
             len,
+            host,
+            sabotage,
             json,
-        } => run::crashcheck(controllers, caches, cases, seed, len, json),
+        } => {
+            let sabotage = sabotage
+                .into_iter()
+                .fold(Sabotage::default(), |a, b| Sabotage {
+                    skip_flush_when_direct: a.skip_flush_when_direct || b.skip_flush_when_direct,
+                    wce_off_not_fua: a.wce_off_not_fua || b.wce_off_not_fua,
+                    no_latch: a.no_latch || b.no_latch,
+                    share_running_sync: a.share_running_sync || b.share_running_sync,
+                });
+            let check = run::CheckOptions {
+                cases,
+                seed,
+                len,
+                host,
+                sabotage,
+            };
+            run::crashcheck(controllers, caches, check, json)
+        }
     };
     match r {
         Ok(true) => ExitCode::SUCCESS,

@@ -582,6 +582,7 @@ pub fn trace(
 struct CheckRow {
     controller: String,
     cache: String,
+    host: String,
     cases: u64,
     crash_points: u64,
     images_checked: u64,
@@ -590,14 +591,33 @@ struct CheckRow {
     failure: Option<String>,
 }
 
+/// What `vmstor crashcheck` runs per controller and cache mode.
+pub struct CheckOptions {
+    /// Sequences.
+    pub cases: u64,
+    /// First seed.
+    pub seed: u64,
+    /// Guest operations per sequence.
+    pub len: usize,
+    /// The simulated host's capabilities.
+    pub host: crash::SimHost,
+    /// Known-bad behaviours switched on (testing the checker).
+    pub sabotage: vmstor_hostio::Sabotage,
+}
+
 pub fn crashcheck(
     controllers: Vec<Controller>,
     caches: Vec<CacheMode>,
-    cases: u64,
-    seed: u64,
-    len: usize,
+    check: CheckOptions,
     json: bool,
 ) -> Result<bool, String> {
+    let CheckOptions {
+        cases,
+        seed,
+        len,
+        host,
+        sabotage,
+    } = check;
     let controllers = if controllers.is_empty() {
         Controller::available()
     } else {
@@ -628,9 +648,9 @@ pub fn crashcheck(
             pb.set_message(format!("{c} cache={mode}"));
             let cfg = CaseConfig {
                 policy: policy(mode, StableWrites::Auto),
-                host: vmstor_hostio::crash::SimHost::Full,
+                host,
                 size: 128 * 1024,
-                sabotage: Default::default(),
+                sabotage,
                 fault: None,
                 random_crashes: 2,
             };
@@ -638,6 +658,7 @@ pub fn crashcheck(
             let mut row = CheckRow {
                 controller: c.name().into(),
                 cache: mode.name().into(),
+                host: host.to_string(),
                 cases: 0,
                 crash_points: 0,
                 images_checked: 0,
@@ -680,6 +701,9 @@ pub fn crashcheck(
             serde_json::to_string_pretty(&rows).map_err(|e| e.to_string())?
         );
     } else {
+        if host != crash::SimHost::Full {
+            println!("simulated host: {host}");
+        }
         println!(
             "{:<11} {:<12} {:>6} {:>12} {:>14} {:>10}",
             "controller", "cache", "cases", "crash points", "images checked", "violations"

@@ -32,7 +32,7 @@ fn demo_prints_a_verdict_per_controller_and_preset() {
     let (out, err) = text(&o);
     assert!(o.status.success(), "{out}{err}");
     for mode in ["writeback", "none", "writethrough", "directsync", "unsafe"] {
-        for c in ["ide", "virtio-blk"] {
+        for c in ["ide", "scsi", "virtio-blk"] {
             assert!(
                 out.lines().any(|l| l.starts_with(c) && l.contains(mode)),
                 "no row for {c}/{mode}:\n{out}"
@@ -207,4 +207,64 @@ fn crashcheck_runs_cases_and_reports() {
     assert_eq!(v[0]["cases"], 5);
     assert_eq!(v[0]["violations"], 0);
     assert!(v[0]["crash_points"].as_u64().unwrap() > 5);
+}
+
+#[test]
+fn crashcheck_on_a_reduced_host() {
+    let o = vmstor(
+        &[
+            "crashcheck",
+            "--cases",
+            "3",
+            "--controller",
+            "scsi",
+            "--cache",
+            "directsync",
+            "--host",
+            "align-4k",
+            "--json",
+        ],
+        None,
+    );
+    assert!(o.status.success(), "{:?}", text(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v[0]["host"], "align-4k");
+    assert_eq!(v[0]["violations"], 0);
+    let o = vmstor(&["crashcheck", "--host", "fast"], None);
+    assert_eq!(o.status.code(), Some(2));
+    let (_, err) = text(&o);
+    assert!(err.contains("no-rwf-dsync"), "names accepted values: {err}");
+}
+
+/// The failure path: with a known-bad behaviour switched on, crashcheck
+/// exits 1 and prints a minimal counterexample.
+#[test]
+fn crashcheck_fails_with_a_minimal_counterexample() {
+    let o = vmstor(
+        &[
+            "crashcheck",
+            "--cases",
+            "40",
+            "--controller",
+            "virtio-blk",
+            "--cache",
+            "none",
+            "--sabotage",
+            "skip-flush-when-direct",
+        ],
+        None,
+    );
+    let (out, err) = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{out}{err}");
+    assert!(out.contains("minimal counterexample"), "{out}");
+    let row = out.lines().find(|l| l.starts_with("virtio-blk")).unwrap();
+    assert!(row.trim_end().ends_with('1'), "one violation: {row}");
+    // The counterexample is short: a write and the flush that lied.
+    let steps = out
+        .lines()
+        .skip_while(|l| !l.contains("minimal counterexample"))
+        .skip(1)
+        .take_while(|l| l.starts_with("    "))
+        .count();
+    assert!((1..=3).contains(&steps), "{out}");
 }
