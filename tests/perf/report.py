@@ -45,7 +45,7 @@ p(f"# vmstor performance run ({m.get('commit', '?')})\n")
 p(f"- machine: {m.get('nproc')} vCPU, {m.get('cpu')}, {m.get('mem')} RAM; kernel {m.get('kernel')}")
 p(f"- filesystem: {m.get('fs')}")
 p(f"- {m.get('reps')} repetitions of every measurement, {m.get('secs')} s per timed run; "
-  f"medians shown. hostio executor for virtio-blk: `{m.get('executor')}`")
+  f"medians shown. hostio executors for virtio-blk: `{m.get('executor')}`")
 p("")
 targets = []
 

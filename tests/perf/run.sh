@@ -21,8 +21,9 @@
 #   REPS=3                repetitions of every measurement
 #   SECS=5                seconds per timed run (fio: same, plus 1 s ramp)
 #   PERF_DIR=/var/tmp/vmstor-perf   where the 1 GiB image lives (root fs)
-#   VMSTOR_PERF_EXECUTOR=threads    hostio executor for the virtio-blk runs
-#                         (inline | threads | threads:N); QD1 also runs inline
+#   VMSTOR_PERF_EXECUTORS="threads uring"  hostio executors compared in step 2
+#                         (inline | threads[:N] | uring[:N]); QD1 also runs inline
+#   VMSTOR_PERF_EXECUTOR=uring      executor for step 5
 #   CARGO_TARGET_DIR      as usual (use a separate one on a shared machine)
 #   SKIP_CRITERION=1      skip step 1
 # Output: tests/perf/results/<date>.md (and .jsonl with every raw result);
@@ -34,7 +35,9 @@ cd "$ROOT"
 REPS=${REPS:-3}
 SECS=${SECS:-5}
 PERF_DIR=${PERF_DIR:-/var/tmp/vmstor-perf}
-EXECUTOR=${VMSTOR_PERF_EXECUTOR:-threads}
+# Executors compared in step 2 (space-separated); QD1 also runs inline.
+EXECUTORS=${VMSTOR_PERF_EXECUTORS:-threads uring}
+EXECUTOR=${VMSTOR_PERF_EXECUTOR:-uring}
 STAMP=$(date +%Y-%m-%d-%H%M)
 OUT_DIR="$ROOT/tests/perf/results"
 RAW="$OUT_DIR/$STAMP.jsonl"
@@ -54,7 +57,7 @@ CPU=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')
 emit "$(jq -nc --arg nproc "$(nproc)" --arg cpu "$CPU" --arg kernel "$(uname -r)" \
   --arg fs "$FSTYPE on $FSSRC ($PERF_DIR)" --arg mem "$(free -g | awk '/Mem:/{print $2" GiB"}')" \
   --arg commit "$(git rev-parse --short HEAD 2>/dev/null || echo '?')" \
-  --arg reps "$REPS" --arg secs "$SECS" --arg executor "$EXECUTOR" \
+  --arg reps "$REPS" --arg secs "$SECS" --arg executor "$EXECUTORS" \
   '{bench:"machine",nproc:$nproc,cpu:$cpu,kernel:$kernel,fs:$fs,mem:$mem,commit:$commit,reps:$reps,secs:$secs,executor:$executor}')"
 
 # ---- tools -------------------------------------------------------------------
@@ -109,12 +112,13 @@ fio_run() { # rw qd
 for rep in $(seq "$REPS"); do
   for rw in read write; do
     for qd in 1 32; do
-      log "rand$rw QD$qd ($rep/$REPS): fio, vmstor ($EXECUTOR)"
+      log "rand$rw QD$qd ($rep/$REPS): fio, vmstor ($EXECUTORS)"
       fio_run "rand$rw" "$qd"
-      emit "$("$PERF" io --file "$IMG" --rw "$rw" --qd "$qd" --executor "$EXECUTOR" --secs "$SECS")"
-      if [ "$qd" = 1 ] && [ "$EXECUTOR" != inline ]; then
-        emit "$("$PERF" io --file "$IMG" --rw "$rw" --qd 1 --executor inline --secs "$SECS")"
-      fi
+      exs=$EXECUTORS
+      [ "$qd" = 1 ] && exs="$exs inline"
+      for ex in $exs; do
+        emit "$("$PERF" io --file "$IMG" --rw "$rw" --qd "$qd" --executor "$ex" --secs "$SECS")"
+      done
     done
   done
 done

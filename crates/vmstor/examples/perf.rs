@@ -4,7 +4,7 @@
 //!
 //! ```text
 //! perf io --file F [--rw read|write] [--bs 4096] [--qd 1] [--seq]
-//!         [--cache none] [--stable auto|bounce|trust] [--executor inline|threads[:N]]
+//!         [--cache none] [--stable auto|bounce|trust] [--executor inline|threads[:N]|uring[:N]]
 //!         [--secs 5] [--warmup 1]
 //!     4 KiB random (or sequential) I/O through virtio-blk: the TestGuest's
 //!     queue with QD chains in flight, device model, hostio, executor, file.
@@ -87,7 +87,8 @@ fn die(msg: &str) -> ! {
 }
 
 /// The executor named on the command line (or `VMSTOR_PERF_EXECUTOR`):
-/// `inline`, `threads` (one worker per request in flight) or `threads:N`.
+/// `inline`, `threads` (one worker per request in flight), `threads:N`,
+/// `uring` (ring entries = queue depth) or `uring:N`.
 /// A new hostio executor is one more arm here.
 fn executor(name: &str, qd: usize) -> ExecutorKind {
     let (kind, n) = match name.split_once(':') {
@@ -97,7 +98,12 @@ fn executor(name: &str, qd: usize) -> ExecutorKind {
     match kind {
         "inline" => ExecutorKind::Inline,
         "threads" => ExecutorKind::Threads(n.unwrap_or(qd).max(1)),
-        _ => die(&format!("unknown executor {name} (inline, threads[:N])")),
+        "uring" => ExecutorKind::IoUring {
+            entries: n.unwrap_or(qd).max(1) as u32,
+        },
+        _ => die(&format!(
+            "unknown executor {name} (inline, threads[:N], uring[:N])"
+        )),
     }
 }
 
