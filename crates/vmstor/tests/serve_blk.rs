@@ -39,6 +39,11 @@ impl Daemon {
     /// Like [`Daemon::start`], with `dir` prepared by the caller (extra
     /// images for extra exports).
     fn start_in(dir: tempfile::TempDir, extra: &[&str]) -> Daemon {
+        Daemon::start_env(dir, extra, &[])
+    }
+
+    /// Like [`Daemon::start_in`], with extra environment variables.
+    fn start_env(dir: tempfile::TempDir, extra: &[&str], env: &[(&str, &str)]) -> Daemon {
         let image = dir.path().join("disk.img");
         File::create(&image).unwrap().set_len(IMAGE_SIZE).unwrap();
         let socket = dir.path().join("vu.sock");
@@ -49,7 +54,7 @@ impl Daemon {
             image.display().to_string(),
         ];
         args.extend(extra.iter().map(|s| s.to_string()));
-        Daemon::spawn(dir, args, socket, image)
+        Daemon::spawn_env(dir, args, socket, image, env)
     }
 }
 
@@ -540,10 +545,80 @@ fn two_exports_in_one_process() {
 
 #[test]
 fn many_requests_in_flight_on_two_queues_all_complete() {
+    many_requests_on_two_queues(&["--io-engine", "threads", "--io-threads", "4"]);
+}
+
+#[test]
+fn many_requests_in_flight_on_two_queues_all_complete_on_io_uring() {
+    // The default engine; on a kernel without io_uring this runs the
+    // fallback pool (the executor test below checks which).
+    many_requests_on_two_queues(&[]);
+}
+
+/// The executor a disk runs, from the counters file and the start log.
+fn executor(d: &Daemon) -> (String, Option<String>) {
+    // The file is written just after the socket appears.
+    d.wait_until("the counters file", || d.counters()["exports"].is_array());
+    let c = d.counters();
+    let e = disk(&c["exports"][0]);
+    let name = e["executor"]
+        .as_str()
+        .expect("executor is a string")
+        .to_string();
+    let why = e["io_uring_fallback"].as_str().map(String::from);
+    let log = d.log();
+    assert!(
+        log.contains("disk opened") && log.contains(&format!("executor=\"{name}\"")),
+        "start log names the executor {name}:\n{log}"
+    );
+    (name, why)
+}
+
+#[test]
+fn the_executor_in_use_is_logged_and_counted() {
+    let mut d = Daemon::start(&["--io-engine", "threads"]);
+    assert_eq!(executor(&d), ("threads".into(), None));
+    assert!(d.log().contains("io_engine=\"threads\""), "{}", d.log());
+    assert_eq!(d.terminate().code(), Some(0));
+
+    // The default asks for io_uring: it runs, or the reason it does not
+    // is in the counters and the log.
+    let mut d = Daemon::start(&[]);
+    let (name, why) = executor(&d);
+    match why {
+        None => assert_eq!(name, "io_uring"),
+        Some(why) => {
+            assert_eq!(name, "threads");
+            assert!(d.log().contains(&why), "{}", d.log());
+        }
+    }
+    assert_eq!(d.terminate().code(), Some(0));
+
+    // A forced fallback still serves, and says why.
+    let mut d = Daemon::start_env(
+        tempfile::tempdir().unwrap(),
+        &[],
+        &[("VMSTOR_DISABLE_IO_URING", "1")],
+    );
+    let (name, why) = executor(&d);
+    assert_eq!(name, "threads");
+    let why = why.expect("a fallback reason");
+    assert!(why.contains("VMSTOR_DISABLE_IO_URING"), "{why}");
+    assert!(d.log().contains("io_uring unavailable"), "{}", d.log());
+    let mut g = Guest::connect(&d.socket, 1, WANT);
+    let data = pattern(3, 4096);
+    assert_eq!(g.run(0, &Req::write(0, &data), &d).status, 0);
+    assert_eq!(g.run(0, &Req::read(0, 4096), &d).data, data);
+    assert_eq!(d.terminate().code(), Some(0));
+}
+
+fn many_requests_on_two_queues(extra: &[&str]) {
     // 64 writes posted on each queue before waiting for any: completions
     // come back through the hostio eventfd on whichever vring thread wakes,
     // and each lands on its own queue's used ring.
-    let mut d = Daemon::start(&["--queues", "2", "--io-threads", "4"]);
+    let mut args = vec!["--queues", "2"];
+    args.extend_from_slice(extra);
+    let mut d = Daemon::start(&args);
     let mut g = Guest::connect(&d.socket, 2, WANT);
     g.bump = 1 << 20;
     let mut posted = [Vec::new(), Vec::new()];

@@ -48,6 +48,17 @@ impl Daemon {
         socket: PathBuf,
         image: PathBuf,
     ) -> Daemon {
+        Daemon::spawn_env(dir, args, socket, image, &[])
+    }
+
+    /// Like [`Daemon::spawn`], with extra environment variables.
+    pub(crate) fn spawn_env(
+        dir: tempfile::TempDir,
+        args: Vec<String>,
+        socket: PathBuf,
+        image: PathBuf,
+        env: &[(&str, &str)],
+    ) -> Daemon {
         let counters = dir.path().join("counters.json");
         let log = dir.path().join("daemon.log");
         let mut all: Vec<String> = vec![
@@ -59,6 +70,7 @@ impl Daemon {
         let child = Command::new(env!("CARGO_BIN_EXE_vmstor"))
             .args(&all)
             .env("VMSTOR_LOG", "debug")
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(File::create(&log).unwrap())
             .spawn()

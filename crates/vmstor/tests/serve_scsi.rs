@@ -263,7 +263,7 @@ fn commands_flush_mode_select_and_exit() {
 
 #[test]
 fn two_luns_are_two_disks() {
-    let mut d = start(&["", ",cache=writethrough"], &[]);
+    let mut d = start(&["", ",cache=writethrough,io-engine=threads"], &[]);
     let mut g = Guest::connect_with(&d.socket, 3, WANT, proto());
     clear_ua(&mut g, &d);
     // REPORT LUNS lists both.
@@ -286,6 +286,19 @@ fn two_luns_are_two_disks() {
     });
     assert_eq!(c["disks"][1]["write_cache"], false);
     assert_eq!(c["disks"][1]["lun"], 1);
+    // Each LUN has its own executor: the default io_uring (or the pool
+    // with a reason), and the thread pool asked for on LUN 1.
+    assert_eq!(c["disks"][1]["executor"], "threads");
+    assert!(c["disks"][1]["io_uring_fallback"].is_null());
+    let lun0 = (
+        &c["disks"][0]["executor"],
+        &c["disks"][0]["io_uring_fallback"],
+    );
+    assert!(
+        (lun0.0 == "io_uring" && lun0.1.is_null()) || (lun0.0 == "threads" && lun0.1.is_string()),
+        "{lun0:?}"
+    );
+    assert!(d.log().contains("lun=1"), "{}", d.log());
     assert_eq!(d.terminate().code(), Some(0));
 }
 

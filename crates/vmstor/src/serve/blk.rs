@@ -9,7 +9,10 @@
 //! ## Request flow
 //! A kick on queue `q` wakes the queue's epoll thread, which pops chains
 //! under the vring lock and hands each to [`BlockWorker::process_chain`];
-//! immediate answers go on the used ring at once. hostio completions are
+//! immediate answers go on the used ring at once. The disk is plugged
+//! ([`Disk::plug`]) while a pass pops chains, so the io_uring executor
+//! submits that pass's requests with one `io_uring_enter` (a no-op on the
+//! thread pool). hostio completions are
 //! signalled on the disk's eventfd, registered (`EPOLLEXCLUSIVE`) with every
 //! vring thread: whichever wakes reaps them ([`BlockWorker::complete`]) and
 //! publishes each on its own queue's used ring.
@@ -200,6 +203,23 @@ impl BlkService {
     }
 }
 
+/// [`Disk::plug`] until dropped ([`Disk::unplug`]), so every early return
+/// submits what was batched.
+struct Plug<'a>(&'a Disk);
+
+impl<'a> Plug<'a> {
+    fn new(disk: &'a Disk) -> Plug<'a> {
+        disk.plug();
+        Plug(disk)
+    }
+}
+
+impl Drop for Plug<'_> {
+    fn drop(&mut self) {
+        self.0.unplug();
+    }
+}
+
 /// Per-connection state behind [`BlkConn`].
 pub(crate) struct ConnState {
     svc: Arc<BlkService>,
@@ -335,6 +355,10 @@ impl ConnState {
             {
                 let worker = self.worker();
                 let mut st = vring.get_mut();
+                // One io_uring_enter for every request this pass submits
+                // (a no-op on the thread pool). Nothing below waits for
+                // host I/O, so nothing waits on what the plug holds back.
+                let _plug = Plug::new(&self.svc.disk);
                 let iter = match st.get_queue_mut().iter(mem.clone()) {
                     Ok(it) => it,
                     // Stopped under us (GET_VRING_BASE): nothing to do.

@@ -67,7 +67,9 @@ pub(crate) struct DiskSpec {
     pub rerror: ErrorAction,
     /// Refuse modifications.
     pub readonly: bool,
-    /// hostio worker threads.
+    /// Which hostio executor runs this disk's host I/O.
+    pub io_engine: IoEngine,
+    /// hostio worker threads (the `threads` engine).
     pub io_threads: usize,
     /// Testing aid: fail host op number N with this fault.
     pub inject_fault: Option<(u64, FaultKind)>,
@@ -83,8 +85,41 @@ impl Default for DiskSpec {
             werror: ErrorAction::Enospc,
             rerror: ErrorAction::Report,
             readonly: false,
+            io_engine: IoEngine::IoUring,
             io_threads: 4,
             inject_fault: None,
+        }
+    }
+}
+
+/// The `--io-engine` choice: which hostio executor runs a disk's host I/O.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum IoEngine {
+    /// hostio's io_uring executor (`ExecutorKind::IO_URING`); hostio falls
+    /// back to its thread pool by itself when the kernel refuses io_uring.
+    IoUring,
+    /// hostio's thread pool with `--io-threads` workers.
+    Threads,
+}
+
+impl IoEngine {
+    /// The name on the command line.
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            IoEngine::IoUring => "io_uring",
+            IoEngine::Threads => "threads",
+        }
+    }
+}
+
+impl std::str::FromStr for IoEngine {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<IoEngine, String> {
+        match s {
+            "io_uring" => Ok(IoEngine::IoUring),
+            "threads" => Ok(IoEngine::Threads),
+            _ => Err(format!("expected io_uring or threads, got {s:?}")),
         }
     }
 }
@@ -351,11 +386,22 @@ pub(crate) const OPTIONS: &[OptSpec] = &[
         }),
     },
     OptSpec {
+        name: "io-engine",
+        value: "io_uring|threads",
+        scope: Scope::Disk,
+        default: "io_uring",
+        help: "how host I/O runs: an io_uring (falls back to a 4-thread pool, logged and counted, when the kernel refuses io_uring) or a thread pool of --io-threads workers",
+        apply: Apply::Disk(|d, v| {
+            d.io_engine = parse_enum(v)?;
+            Ok(())
+        }),
+    },
+    OptSpec {
         name: "io-threads",
         value: "N",
         scope: Scope::Disk,
         default: "4",
-        help: "host I/O worker threads for this disk (1..=64)",
+        help: "host I/O worker threads for this disk with --io-engine threads (1..=64)",
         apply: Apply::Disk(|d, v| {
             d.io_threads = parse_num(v, 1usize, 64)?;
             Ok(())
@@ -636,7 +682,8 @@ mod tests {
         let c = cfg(
             "--vhost-user-blk /s --image /i --cache none --stable-writes bounce \
                      --queues 2 --queue-size 128 --serial abc --readonly --discard unmap \
-                     --werror stop --rerror enospc --io-threads 3 --counters /c",
+                     --werror stop --rerror enospc --io-engine threads --io-threads 3 \
+                     --counters /c",
         );
         assert_eq!(c.counters, Some(PathBuf::from("/c")));
         let e = &c.exports[0];
@@ -652,6 +699,7 @@ mod tests {
             (d.werror, d.rerror),
             (ErrorAction::Stop, ErrorAction::Enospc)
         );
+        assert_eq!(d.io_engine, IoEngine::Threads);
         assert_eq!(d.io_threads, 3);
     }
 
@@ -659,7 +707,7 @@ mod tests {
     fn several_exports_and_luns() {
         let c = cfg(
             "--counters=/c --vhost-user-blk /a --image /i --vhost-user-scsi /b \
-                     --lun /l0,cache=none,readonly --lun /l1,werror=stop,readonly=off \
+                     --lun /l0,cache=none,readonly --lun /l1,werror=stop,readonly=off,io-engine=threads \
                      --queues 4 --vhost-user-blk /d --image=/j",
         );
         assert_eq!(c.exports.len(), 3);
@@ -668,7 +716,9 @@ mod tests {
         assert_eq!(s.luns[0].cache, CacheMode::None);
         assert!(s.luns[0].readonly);
         assert!(!s.luns[1].readonly);
+        assert_eq!(s.luns[1].io_engine, IoEngine::Threads);
         assert_eq!(s.luns[1].werror, ErrorAction::Stop);
+        assert_eq!(s.luns[0].io_engine, IoEngine::IoUring);
         assert_eq!(c.exports[2].disk.image, Some(PathBuf::from("/j")));
         // Defaults.
         assert_eq!(
@@ -713,6 +763,14 @@ mod tests {
                 "--lun PATH,cache=VALUE",
             ),
             ("--vhost-user-scsi /s --lun /l,frob=1", "unknown LUN option"),
+            (
+                "--vhost-user-blk /s --image /i --io-engine aio",
+                "--io-engine: expected io_uring or threads",
+            ),
+            (
+                "--vhost-user-scsi /s --lun /l,io-engine=uring",
+                "LUN option io-engine: expected io_uring or threads",
+            ),
             ("--vhost-user-scsi /s --lun /l,cache", "needs a value"),
             ("--vhost-user-scsi /s --lun ,cache=none", "image path first"),
             (

@@ -56,6 +56,8 @@ pub(crate) const COUNTER_FIELDS: &[(&str, &str)] = &[
     ("held_now", "requests held right now, waiting for SIGUSR2 (disk)"),
     ("write_cache", "the guest-visible write cache is on (disk)"),
     ("errors", "host errors by errno name, e.g. {\"ENOSPC\": 1} (disk)"),
+    ("executor", "the hostio executor running the disk's host I/O: io_uring or threads (disk)"),
+    ("io_uring_fallback", "why io_uring was asked for (--io-engine io_uring) but the thread pool runs, e.g. \"io_uring_setup failed: ...\"; null when it was not asked for or runs (disk)"),
 ];
 
 impl ExportStats {
@@ -123,18 +125,25 @@ pub(crate) fn disk_json(disk: &Disk, image: &Path) -> Value {
         "held": s.held,
         "held_now": disk.held_count(),
         "errors": errors,
+        "executor": s.executor,
+        "io_uring_fallback": s.io_uring_fallback,
     })
 }
 
 /// One disk's counters on one line.
 pub(crate) fn disk_line(disk: &Disk) -> String {
     let s = disk.counters();
-    format!(
-        "requests={} {s} write_cache={} held_now={}",
+    let mut line = format!(
+        "requests={} {s} write_cache={} held_now={} executor={}",
         requests(&s),
         disk.write_cache(),
-        disk.held_count()
-    )
+        disk.held_count(),
+        s.executor
+    );
+    if let Some(why) = &s.io_uring_fallback {
+        line.push_str(&format!(" io_uring_fallback={why:?}"));
+    }
+    line
 }
 
 /// Writes `v` to `path` atomically (temporary file, then rename).
@@ -181,6 +190,45 @@ mod tests {
                 identity || COUNTER_FIELDS.iter().any(|(f, _)| f == k),
                 "{k} is emitted but not documented"
             );
+        }
+    }
+
+    #[test]
+    fn executor_is_reported_per_io_engine() {
+        use crate::serve::cli::{DiskSpec, IoEngine};
+        let dir = tempfile::tempdir().unwrap();
+        let img = dir.path().join("i");
+        std::fs::write(&img, vec![0u8; 4096]).unwrap();
+        let spec = |io_engine| DiskSpec {
+            image: Some(img.clone()),
+            io_engine,
+            io_threads: 2,
+            ..DiskSpec::default()
+        };
+        let threads = crate::serve::open_disk(&spec(IoEngine::Threads)).unwrap();
+        let j = disk_json(&threads, &img);
+        assert_eq!(j["executor"], "threads");
+        assert!(j["io_uring_fallback"].is_null());
+        assert!(disk_line(&threads).ends_with(" executor=threads"));
+
+        // io_uring, or the thread pool with the kernel's reason: never a
+        // silent fallback.
+        let uring = crate::serve::open_disk(&spec(IoEngine::IoUring)).unwrap();
+        let info = uring.executor_info().clone();
+        let j = disk_json(&uring, &img);
+        let line = disk_line(&uring);
+        match &info.fallback {
+            None => {
+                assert_eq!(j["executor"], "io_uring");
+                assert!(j["io_uring_fallback"].is_null());
+                assert!(line.ends_with(" executor=io_uring"), "{line}");
+            }
+            Some(why) => {
+                assert!(!why.is_empty());
+                assert_eq!(j["executor"], "threads");
+                assert_eq!(j["io_uring_fallback"], why.as_str());
+                assert!(line.contains(" io_uring_fallback=\""), "{line}");
+            }
         }
     }
 

@@ -53,7 +53,7 @@ use vmstor_hostio::probe::probe_path;
 use vmstor_hostio::{Disk, DiskOptions, ErrorPolicy, ExecutorKind, Policy, RealFile};
 use vmstor_virtio_blk::BlkOptions;
 
-use cli::{DiskSpec, ExportKind, ExportSpec, Parsed, ServeConfig};
+use cli::{DiskSpec, ExportKind, ExportSpec, IoEngine, Parsed, ServeConfig};
 use daemon::{Exported, Hook, Server};
 
 /// Opens one disk as `d` says.
@@ -70,7 +70,7 @@ pub(crate) fn open_disk(d: &DiskSpec) -> Result<Arc<Disk>, String> {
         ..Policy::from_mode(d.cache)
     };
     let opts = DiskOptions {
-        executor: ExecutorKind::Threads(d.io_threads),
+        executor: executor_kind(d),
         trace: false,
         ..Default::default()
     };
@@ -79,6 +79,38 @@ pub(crate) fn open_disk(d: &DiskSpec) -> Result<Arc<Disk>, String> {
         Some((at, kind)) => open_faulty(path, policy, opts, at, kind)?,
     };
     Ok(Arc::new(disk))
+}
+
+/// The hostio executor `--io-engine` (and `--io-threads`) ask for.
+pub(crate) fn executor_kind(d: &DiskSpec) -> ExecutorKind {
+    match d.io_engine {
+        IoEngine::IoUring => ExecutorKind::IO_URING,
+        IoEngine::Threads => ExecutorKind::Threads(d.io_threads),
+    }
+}
+
+/// Logs which executor a disk opened for `export` actually runs (and why
+/// io_uring fell back to the thread pool, if it did).
+fn log_executor(export: &str, lun: Option<usize>, d: &DiskSpec, disk: &Disk) {
+    let info = disk.executor_info();
+    let lun = lun.map(|l| l as u64);
+    match &info.fallback {
+        None => info!(
+            export,
+            lun,
+            io_engine = d.io_engine.name(),
+            executor = info.active,
+            "disk opened"
+        ),
+        Some(why) => warn!(
+            export,
+            lun,
+            io_engine = d.io_engine.name(),
+            executor = info.active,
+            io_uring_fallback = %why,
+            "disk opened: io_uring unavailable, running the thread pool"
+        ),
+    }
 }
 
 /// The `--x-inject-fault` testing aid: the image behind hostio's fault
@@ -228,6 +260,7 @@ fn build(cfg: &ServeConfig, hook: Hook) -> Result<Vec<Built>, String> {
             ExportKind::Blk => {
                 let name = format!("blk{i}");
                 let disk = open_disk(&e.disk).map_err(|m| format!("{name}: {m}"))?;
+                log_executor(&name, None, &e.disk, &disk);
                 let image = e.disk.image.clone().unwrap_or_default();
                 let svc = Arc::new(
                     blk::BlkService::new(disk, image, blk_options(e))
@@ -250,6 +283,7 @@ fn build(cfg: &ServeConfig, hook: Hook) -> Result<Vec<Built>, String> {
                 let mut luns = Vec::new();
                 for (l, d) in e.luns.iter().enumerate() {
                     let disk = open_disk(d).map_err(|m| format!("{name} lun {l}: {m}"))?;
+                    log_executor(&name, Some(l), d, &disk);
                     luns.push(scsi::Lun {
                         disk,
                         image: d.image.clone().unwrap_or_default(),
