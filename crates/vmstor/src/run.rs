@@ -11,8 +11,8 @@ use serde::Serialize;
 use vmstor_hostio::crash::{self, CaseConfig, GuestOp};
 use vmstor_hostio::probe::{probe_path, ProbeReport};
 use vmstor_hostio::{
-    CacheMode, CannotExpress, DiscardMode, Disk, DiskOptions, ErrorAction, ErrorPolicy, Fact,
-    GuestDriver, Issued, Policy, StableWrites,
+    CacheMode, CannotExpress, DiscardMode, Disk, DiskOptions, ErrorAction, ErrorPolicy,
+    ExecutorKind, Fact, GuestDriver, Issued, Policy, StableWrites,
 };
 
 use vmstor::controllers::Controller;
@@ -198,6 +198,9 @@ struct DemoRow {
     guest_errors: u64,
     crash_points: u64,
     crash_verdict: String,
+    /// The hostio executor the demo's disk ran (inline: one thread, so the
+    /// trace is in issue order).
+    executor: String,
     notes: Vec<String>,
 }
 
@@ -315,6 +318,7 @@ pub fn demo(
                 guest_errors: errors,
                 crash_points: points,
                 crash_verdict: verdict,
+                executor: counters.executor.to_string(),
                 notes,
             });
             pb.inc(1);
@@ -385,6 +389,48 @@ struct ProbeJson {
     recommended_cache: String,
     recommended_stable_writes: String,
     reason: String,
+    /// The executor `vmstor serve` (`--io-engine io_uring`) would run for
+    /// this image: "io_uring", or "threads" when io_uring is unavailable;
+    /// null when the image could not be opened to find out.
+    executor: Option<String>,
+    /// io_uring works on this image's descriptor.
+    io_uring_available: Option<bool>,
+    /// Why not (the kernel's refusal, or why the image could not be opened).
+    io_uring_unavailable_why: Option<String>,
+}
+
+/// What opening this image with the io_uring executor gives: the executor
+/// that would run, or why that could not be found out.
+struct EngineProbe {
+    executor: Option<&'static str>,
+    why_not: Option<String>,
+}
+
+/// Opens `path` read-only with `ExecutorKind::IO_URING` (what `vmstor
+/// serve` asks for by default), which sets up a ring on the image's
+/// descriptor and falls back to the thread pool if the kernel refuses.
+fn probe_engine(path: &Path) -> EngineProbe {
+    let policy = Policy {
+        read_only: true,
+        ..Policy::default()
+    };
+    let opts = DiskOptions {
+        executor: ExecutorKind::IO_URING,
+        ..Default::default()
+    };
+    match Disk::open(path, policy, opts) {
+        Ok(d) => {
+            let info = d.executor_info();
+            EngineProbe {
+                executor: Some(info.active),
+                why_not: info.fallback.clone(),
+            }
+        }
+        Err(e) => EngineProbe {
+            executor: None,
+            why_not: Some(format!("cannot open the image to try: {e}")),
+        },
+    }
 }
 
 fn yes_no(f: &Fact<bool>) -> String {
@@ -405,6 +451,7 @@ pub fn probe(path: &Path, json: bool) -> Result<bool, String> {
         Some(d) => (d.caps().discard, d.caps().write_zeroes),
         None => (r.caps.discard, r.caps.write_zeroes),
     };
+    let engine = probe_engine(path);
     let c = &r.caps;
     if json {
         let j = ProbeJson {
@@ -433,6 +480,9 @@ pub fn probe(path: &Path, json: bool) -> Result<bool, String> {
             recommended_cache: r.recommended_cache.to_string(),
             recommended_stable_writes: r.recommended_stable.to_string(),
             reason: r.reason.clone(),
+            executor: engine.executor.map(String::from),
+            io_uring_available: engine.executor.map(|e| e == "io_uring"),
+            io_uring_unavailable_why: engine.why_not.clone(),
         };
         println!(
             "{}",
@@ -471,6 +521,21 @@ pub fn probe(path: &Path, json: bool) -> Result<bool, String> {
             "no: explicit zero writes"
         }
     );
+    match (engine.executor, &engine.why_not) {
+        (Some("io_uring"), _) => {
+            println!(
+                "  io_uring:              available (vmstor serve runs disks on it by default)"
+            )
+        }
+        (Some(active), why) => println!(
+            "  io_uring:              unavailable: {}; disks run the {active} executor",
+            why.as_deref().unwrap_or("no reason given")
+        ),
+        (None, why) => println!(
+            "  io_uring:              unknown ({})",
+            why.as_deref().unwrap_or("no reason given")
+        ),
+    }
     println!("  host write cache:      {}", yes_no(&c.host_write_cache));
     println!("  host FUA:              {}", yes_no(&c.host_fua));
     println!("  stable pages needed:   {}", yes_no(&c.stable_pages));
