@@ -36,8 +36,9 @@
 //! with a field pointer, LBA OUT OF RANGE, PARAMETER LIST LENGTH ERROR...).
 //! Host I/O failures become sense data by [`lu::host_sense`]: read EIO →
 //! MEDIUM ERROR / UNRECOVERED READ ERROR, write or flush EIO → MEDIUM ERROR
-//! / WRITE ERROR, ENOSPC → DATA PROTECT / SPACE ALLOCATION FAILED WRITE
-//! PROTECT. The hostio error policy may hold a failed request instead; its
+//! / WRITE ERROR (both with the command's starting LBA in the INFORMATION
+//! field when it has one), ENOSPC → DATA PROTECT / SPACE ALLOCATION FAILED
+//! WRITE PROTECT. The hostio error policy may hold a failed request instead; its
 //! task then stays in flight.
 
 pub mod cdb;

@@ -272,6 +272,10 @@ struct Run {
     /// Copy read data from the request buffer into `keep`.
     copy_back: bool,
     after: After,
+    /// The command's starting LBA, reported in the INFORMATION field of a
+    /// MEDIUM ERROR when its host I/O fails ([`host_sense`]); `None` for
+    /// commands without one LBA (SYNCHRONIZE CACHE, UNMAP, START STOP UNIT).
+    lba: Option<u64>,
 }
 
 impl Run {
@@ -283,6 +287,7 @@ impl Run {
             keep: None,
             copy_back: false,
             after: After::Nothing,
+            lba: None,
         })
     }
 }
@@ -340,16 +345,27 @@ impl std::fmt::Debug for ScsiDisk {
 }
 
 /// Sense for a host error on `op` (the sense table in `docs/scsi.md`).
-pub fn host_sense(op: Op, e: IoError) -> Sense {
+///
+/// `lba` is the first logical block the failed command addressed: hostio
+/// reports no partial offset, so the command's starting LBA is the first
+/// block known to have failed. A MEDIUM ERROR carries it in the
+/// INFORMATION field (SBC-4: the LBA of the first failed block, VALID set);
+/// [`Sense::fixed`] leaves VALID clear when it does not fit 32 bits, the
+/// descriptor format carries all 64. DATA PROTECT conditions carry none.
+pub fn host_sense(op: Op, e: IoError, lba: Option<u64>) -> Sense {
     if e.is_nospace() {
         return Sense::new(SenseKey::DataProtect, Asc::SPACE_ALLOCATION_FAILED);
     }
     if e.errno == libc::EROFS {
         return Sense::new(SenseKey::DataProtect, Asc::WRITE_PROTECTED);
     }
-    match op {
-        Op::Read => Sense::new(SenseKey::MediumError, Asc::UNRECOVERED_READ_ERROR),
-        _ => Sense::new(SenseKey::MediumError, Asc::WRITE_ERROR),
+    let asc = match op {
+        Op::Read => Asc::UNRECOVERED_READ_ERROR,
+        _ => Asc::WRITE_ERROR,
+    };
+    Sense {
+        info: lba,
+        ..Sense::new(SenseKey::MediumError, asc)
     }
 }
 
@@ -871,7 +887,7 @@ impl ScsiDisk {
         let n = match c.result {
             Err(e) => {
                 let transferred = run.transferred;
-                let s = host_sense(c.op, e);
+                let s = host_sense(c.op, e, run.lba);
                 let r = ScsiResult {
                     status: Status::CheckCondition,
                     sense: s.to_bytes(st.d_sense),
@@ -1098,7 +1114,7 @@ impl ScsiDisk {
                     // be durable before GOOD (hostio flushes inside).
                     st.disk
                         .set_write_cache(false)
-                        .map_err(|e| host_sense(Op::Flush, e))?;
+                        .map_err(|e| host_sense(Op::Flush, e, None))?;
                 } else if sel.values.wce && !cur.wce {
                     let _ = st.disk.set_write_cache(true);
                 }
@@ -1176,6 +1192,7 @@ impl ScsiDisk {
                 let mut run = Run::new(true);
                 run.keep = keep;
                 run.copy_back = copy_back;
+                run.lba = Some(lba);
                 Ok(Action::Io(req, run))
             }
             Handler::Verify(f) => {
@@ -1223,6 +1240,7 @@ impl ScsiDisk {
                 };
                 run.transferred = moved;
                 run.keep = Some(std::mem::take(buf));
+                run.lba = Some(lba);
                 Ok(Action::Io(req, run))
             }
             Handler::Unmap => {

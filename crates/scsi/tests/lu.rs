@@ -443,6 +443,155 @@ fn host_errors_map_to_sense() {
     assert_eq!(sense(&t.run(&rw16(0x91, 0, 0, 0), 0)), (3, 0x0c, 0));
 }
 
+/// Turns descriptor-format sense on (D_SENSE=1) or off.
+fn set_d_sense(t: &T, on: bool) {
+    let l = [
+        0u8,
+        0,
+        0,
+        0,
+        0x0a,
+        0x0a,
+        if on { 0x04 } else { 0 },
+        0x10,
+        0,
+        0,
+        0,
+        0,
+        0,
+        0,
+        0,
+        0,
+    ];
+    good(&t.out(&[0x15, 0x10, 0, 0, l.len() as u8, 0], &l));
+}
+
+/// Fixed-format MEDIUM ERROR with VALID set and `lba` in INFORMATION.
+fn fixed_medium(asc: u8, lba: u32) -> Vec<u8> {
+    let i = lba.to_be_bytes();
+    vec![
+        0xf0, 0, 0x03, i[0], i[1], i[2], i[3], 10, 0, 0, 0, 0, asc, 0, 0, 0, 0, 0,
+    ]
+}
+
+/// Descriptor-format MEDIUM ERROR with an Information descriptor (type
+/// 00h, VALID set, 8-byte INFORMATION).
+fn descriptor_medium(asc: u8, lba: u64) -> Vec<u8> {
+    let mut v = vec![0x72, 0x03, asc, 0, 0, 0, 0, 12, 0x00, 0x0a, 0x80, 0x00];
+    v.extend_from_slice(&lba.to_be_bytes());
+    v
+}
+
+/// A command whose host I/O fails: name, CDB, data-out (None: a read),
+/// expected ASC, starting LBA.
+type Case = (&'static str, Vec<u8>, Option<[u8; 512]>, u8, u32);
+
+#[test]
+fn host_read_and_write_errors_carry_the_starting_lba_in_information() {
+    let mut policy = Policy::default();
+    policy.errors.write = ErrorAction::Report;
+    let t = setup_with(policy, ExecutorKind::Inline);
+    for d_sense in [false, true] {
+        set_d_sense(&t, d_sense);
+        let want = |asc: u8, lba: u32| {
+            if d_sense {
+                descriptor_medium(asc, u64::from(lba))
+            } else {
+                fixed_medium(asc, lba)
+            }
+        };
+        // WRITE SAME(16) with a non-zero pattern is a plain host write.
+        let cases: [Case; 5] = [
+            ("READ(10)", rw10(0x28, 0x07fe, 2, 0), None, 0x11, 0x07fe),
+            ("READ(16)", rw16(0x88, 0x0123, 1, 0), None, 0x11, 0x0123),
+            (
+                "WRITE(10)",
+                rw10(0x2a, 0x0456, 1, 0),
+                Some([1; 512]),
+                0x0c,
+                0x0456,
+            ),
+            (
+                "WRITE(16) FUA",
+                rw16(0x8a, 0x0789, 1, 0x08),
+                Some([1; 512]),
+                0x0c,
+                0x0789,
+            ),
+            (
+                "WRITE SAME(16)",
+                rw16(0x93, 0x0100, 8, 0),
+                Some([7; 512]),
+                0x0c,
+                0x0100,
+            ),
+        ];
+        for (name, cdb, out, asc, lba) in &cases {
+            t.file.read_errno.store(libc::EIO, Ordering::SeqCst);
+            t.file.write_errno.store(libc::EIO, Ordering::SeqCst);
+            let d = match out {
+                None => t.run(cdb, 1024),
+                Some(data) => t.out(cdb, data),
+            };
+            t.file.read_errno.store(0, Ordering::SeqCst);
+            t.file.write_errno.store(0, Ordering::SeqCst);
+            assert_eq!(
+                result(&d).sense,
+                want(*asc, *lba),
+                "{name}, D_SENSE={d_sense}"
+            );
+        }
+
+        // A failed flush has no LBA: VALID clear, no Information descriptor.
+        t.file.sync_errno.store(libc::EIO, Ordering::SeqCst);
+        good(&t.out(&rw10(0x2a, 0, 1, 0), &[1; 512]));
+        let d = t.run(&rw10(0x35, 0, 0, 0), 0);
+        let want_flush = if d_sense {
+            vec![0x72, 0x03, 0x0c, 0, 0, 0, 0, 0]
+        } else {
+            vec![
+                0x70, 0, 0x03, 0, 0, 0, 0, 10, 0, 0, 0, 0, 0x0c, 0, 0, 0, 0, 0,
+            ]
+        };
+        assert_eq!(
+            result(&d).sense,
+            want_flush,
+            "SYNCHRONIZE CACHE, D_SENSE={d_sense}"
+        );
+        t.file.sync_errno.store(0, Ordering::SeqCst);
+    }
+}
+
+#[test]
+fn information_beyond_32_bits_clears_valid_in_fixed_format_only() {
+    use vmstor_hostio::{IoError, Op};
+    use vmstor_scsi::lu::host_sense;
+    let lba = 0x1_2345_6789u64;
+    let s = host_sense(Op::Read, IoError::new(libc::EIO), Some(lba));
+    // Fixed format: the field is 32 bits, so VALID stays clear and the
+    // field zero rather than a truncated LBA.
+    assert_eq!(
+        s.fixed().to_vec(),
+        vec![0x70, 0, 0x03, 0, 0, 0, 0, 10, 0, 0, 0, 0, 0x11, 0, 0, 0, 0, 0]
+    );
+    assert_eq!(s.descriptor(), descriptor_medium(0x11, lba));
+    // The largest LBA that fits still sets VALID.
+    let s = host_sense(
+        Op::Write { fua: false },
+        IoError::new(libc::EIO),
+        Some(0xffff_ffff),
+    );
+    assert_eq!(s.fixed().to_vec(), fixed_medium(0x0c, 0xffff_ffff));
+    // DATA PROTECT conditions carry no INFORMATION.
+    let s = host_sense(
+        Op::Write { fua: false },
+        IoError::new(libc::ENOSPC),
+        Some(5),
+    );
+    assert_eq!(s.fixed()[0], 0x70);
+    assert_eq!(s.descriptor().len(), 8);
+}
+
 #[test]
 fn enospc_with_default_policy_holds_the_command_until_resumed() {
     let t = setup();
