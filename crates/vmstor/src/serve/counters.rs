@@ -146,10 +146,15 @@ pub(crate) fn disk_line(disk: &Disk) -> String {
     line
 }
 
-/// Writes `v` to `path` atomically (temporary file, then rename).
+/// Writes `v` to `path` atomically (temporary file, then rename). Several
+/// threads may write the file at once (exports ending together): each
+/// writes its own temporary file, so no rename finds its file taken by
+/// another's, and the last rename wins with a complete file.
 pub(crate) fn write_json(path: &Path, v: &Value) -> std::io::Result<()> {
+    static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let mut tmp = path.as_os_str().to_owned();
-    tmp.push(".tmp");
+    tmp.push(format!(".tmp.{}.{n}", std::process::id()));
     let text = serde_json::to_string_pretty(v).map_err(std::io::Error::other)?;
     std::fs::write(&tmp, text + "\n")?;
     std::fs::rename(&tmp, path)
@@ -239,6 +244,27 @@ mod tests {
         write_json(&p, &json!({"a": 1})).unwrap();
         let v: Value = serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap();
         assert_eq!(v["a"], 1);
-        assert!(!dir.path().join("c.json.tmp").exists());
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1, "no temporary left");
+    }
+
+    /// Exports that end together write the file from several threads; every
+    /// write must succeed and leave a complete file.
+    #[test]
+    fn concurrent_writers_do_not_collide() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("c.json");
+        std::thread::scope(|s| {
+            for t in 0..4 {
+                let p = &p;
+                s.spawn(move || {
+                    for i in 0..200 {
+                        write_json(p, &json!({"t": t, "i": i})).unwrap();
+                    }
+                });
+            }
+        });
+        let v: Value = serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap();
+        assert_eq!(v["i"], 199);
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1, "no temporary left");
     }
 }
