@@ -1,5 +1,8 @@
-//! docs/embedding.md shows the example programs verbatim; this test fails
-//! when they drift (`UPDATE_DOCS=1` rewrites the page from the files).
+//! docs/embedding.md shows the example programs verbatim, and README.md
+//! shows real output of `vmstor demo`, `vmstor trace` and `vmstor
+//! crashcheck`; these tests fail when either drifts (`UPDATE_DOCS=1`
+//! rewrites docs/embedding.md from the files; README blocks are pasted by
+//! hand from the command the block shows).
 
 #[test]
 fn embedding_doc_shows_the_examples() {
@@ -10,9 +13,8 @@ fn embedding_doc_shows_the_examples() {
     let mut stale = Vec::new();
     for name in ["embed_virtio_blk.rs", "embed_ide.rs", "embed_scsi.rs"] {
         let file = format!("{}/examples/{name}", env!("CARGO_MANIFEST_DIR"));
-        let Ok(code) = std::fs::read_to_string(&file) else {
-            continue;
-        };
+        let code = std::fs::read_to_string(&file)
+            .unwrap_or_else(|e| panic!("example {file} named by the doc is missing: {e}"));
         let begin = format!("<!-- BEGIN EXAMPLE {name} -->\n");
         let end = format!("<!-- END EXAMPLE {name} -->");
         let a = out
@@ -33,4 +35,74 @@ fn embedding_doc_shows_the_examples() {
             panic!("docs/embedding.md is stale for {stale:?}: UPDATE_DOCS=1 cargo test -p vmstor --test docs");
         }
     }
+}
+
+/// The text between `after` and the next closing fence in README.md.
+fn readme_block(readme: &str, after: &str) -> String {
+    let a = readme
+        .find(after)
+        .unwrap_or_else(|| panic!("README.md lacks {after:?}"))
+        + after.len();
+    let b = readme[a..].find("```").unwrap() + a;
+    readme[a..b].to_string()
+}
+
+fn run(args: &[&str], stdin: &str) -> String {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let mut child = Command::new(env!("CARGO_BIN_EXE_vmstor"))
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "vmstor {args:?} failed");
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[test]
+fn readme_shows_real_output() {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md")).unwrap();
+    assert_eq!(
+        readme_block(&readme, "`vmstor demo`:\n\n```text\n"),
+        run(&["demo"], ""),
+        "README's demo table is stale"
+    );
+    let script = "write 0 8\nflush\nwrite 8 1 fua\nwce off\nwrite 16 1\n";
+    assert_eq!(
+        readme_block(
+            &readme,
+            "$ printf 'write 0 8\\nflush\\nwrite 8 1 fua\\nwce off\\nwrite 16 1\\n' | vmstor trace --controller ide --cache none\n"
+        ),
+        run(&["trace", "--controller", "ide", "--cache", "none"], script),
+        "README's trace sample is stale"
+    );
+    assert_eq!(
+        readme_block(
+            &readme,
+            "$ vmstor crashcheck --cases 20 --controller ide --cache none\n"
+        ),
+        run(
+            &[
+                "crashcheck",
+                "--cases",
+                "20",
+                "--controller",
+                "ide",
+                "--cache",
+                "none"
+            ],
+            ""
+        ),
+        "README's crashcheck sample is stale"
+    );
 }
