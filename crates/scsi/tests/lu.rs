@@ -401,6 +401,12 @@ fn cdb_validation_sense_bytes() {
         &[0xc9, 0, 1]
     );
     good(&t.run(&rw10(0x2f, 0, 8, 0), 0));
+    // VERIFY(16): the same rules.
+    assert_eq!(
+        &result(&t.run(&rw16(0x8f, 0, 1, 0x02), 0)).sense[15..18],
+        &[0xc9, 0, 1]
+    );
+    good(&t.run(&rw16(0x8f, 0, 8, 0), 0));
     assert!(t.ops().is_empty());
 }
 
