@@ -103,10 +103,13 @@ if by["flushstorm"]:
     p("|---|---|---|---|")
     fs = defaultdict(list)
     for r in by["flushstorm"]:
-        fs[r["mode"]].append(r)
+        n = r.get("max_syncs", 0)
+        fs[r["mode"] if r["mode"] == "naive" or not n else f"engine:{n}"].append(r)
     label = {"engine": "engine group commit (32 threads on one Disk)",
+             "engine:2": "engine, up to 2 fdatasyncs in flight",
+             "engine:4": "engine, up to 4 fdatasyncs in flight",
              "naive": "naive: 32 threads pwrite + fdatasync"}
-    for mode in ["engine", "naive"]:
+    for mode in ["engine", "engine:2", "engine:4", "naive"]:
         rs = fs.get(mode, [])
         if rs:
             p(f"| {label[mode]} | {fmt(med([r['durable_writes_per_s'] for r in rs]))} | "

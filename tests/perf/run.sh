@@ -12,7 +12,8 @@
 #      preallocated O_DIRECT file (examples/perf.rs `io`), interleaved with
 #      fio (io_uring, direct=1) on the same file, same block size and depth
 #   3. flush storm: 32 streams of write+flush, engine group commit vs
-#      32 threads of pwrite+fdatasync (`flushstorm`)
+#      32 threads of pwrite+fdatasync (`flushstorm`); the engine also with
+#      2 and 4 fdatasyncs in flight (`--max-syncs`)
 #   4. FUA as RWF_DSYNC vs write+fdatasync, writeback and none, with 4 MiB of
 #      unrelated dirty data before each batch (`fua`)
 #   5. 64 KiB sequential writes, stable_writes=bounce vs trust (`io --seq`)
@@ -128,6 +129,10 @@ for rep in $(seq "$REPS"); do
   for mode in engine naive; do
     log "flush storm $mode ($rep/$REPS)"
     emit "$("$PERF" flushstorm --file "$IMG" --mode "$mode" --streams 32 --secs "$SECS")"
+  done
+  for n in 2 4; do
+    log "flush storm engine, $n syncs in flight ($rep/$REPS)"
+    emit "$("$PERF" flushstorm --file "$IMG" --mode engine --max-syncs "$n" --streams 32 --secs "$SECS")"
   done
 done
 

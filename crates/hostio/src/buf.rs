@@ -124,19 +124,23 @@ impl GuestBufs {
             .fold(0u64, |a, (_, l)| a.saturating_add(*l as u64))
     }
 
-    /// Resolves every segment to host-mapped slices. `None` if any byte lies
-    /// outside guest memory.
-    pub(crate) fn slices(&self) -> Option<Vec<VolatileSlice<'_>>> {
-        let mut out = Vec::with_capacity(self.segs.len());
+    /// Resolves every segment to host-mapped slices, in order, and calls `f`
+    /// with each (without collecting them: this runs several times per
+    /// request). `false` if any byte lies outside guest memory; `f` may
+    /// have seen the slices before the bad one.
+    pub(crate) fn for_each_slice(&self, mut f: impl FnMut(&VolatileSlice<'_>)) -> bool {
         for &(addr, len) in &self.segs {
             if len == 0 {
                 continue;
             }
             for s in GuestMemoryBackend::get_slices(&*self.mem, addr, len) {
-                out.push(s.ok()?);
+                match s {
+                    Ok(s) => f(&s),
+                    Err(_) => return false,
+                }
             }
         }
-        Some(out)
+        true
     }
 
     /// Copies `dst.len()` bytes starting `offset` bytes into the scatter list

@@ -213,16 +213,15 @@ impl SyncGate {
         self.state.lock().unwrap_or_else(|e| e.into_inner()).2 = true;
         self.cv.notify_all();
     }
+    /// Disarms the gate if it was armed (this sync is the held one); the
+    /// caller signals [`SyncGate::enter`] once it captured the dirty set.
     fn take(&self) -> bool {
         let mut g = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        if g.0 {
-            g.0 = false;
-            g.1 = true;
-            self.cv.notify_all();
-            true
-        } else {
-            false
-        }
+        std::mem::replace(&mut g.0, false)
+    }
+    fn enter(&self) {
+        self.state.lock().unwrap_or_else(|e| e.into_inner()).1 = true;
+        self.cv.notify_all();
     }
     fn wait_open(&self) {
         let mut g = self.state.lock().unwrap_or_else(|e| e.into_inner());
@@ -488,6 +487,9 @@ impl HostFile for SimFile {
                 .iter()
                 .map(|st| st.page.len())
                 .collect();
+            // Only now may the test go on (e.g. write more): a write that
+            // completes after `wait_entered` must not be in the capture.
+            self.gate.enter();
             self.gate.wait_open();
             let mut s = self.lock();
             s.ops += 1;

@@ -45,6 +45,10 @@ pub struct DiskOptions {
     /// Known-bad behaviours, for proving the test suite catches them.
     #[doc(hidden)]
     pub sabotage: Sabotage,
+    /// How many `fdatasync`s the flush coordinator may run at once (0:
+    /// [`crate::flush::DEFAULT_MAX_SYNCS`]; at most
+    /// [`crate::flush::MAX_SYNCS_IN_FLIGHT`]). See `docs/durability.md`.
+    pub max_syncs_in_flight: usize,
 }
 
 /// Why a disk could not be opened.
@@ -140,15 +144,26 @@ pub(crate) struct DiskCore {
     pub trace: Arc<Trace>,
     pub ranges: RangeLock,
     pub sabotage: Sabotage,
-    volatile: Mutex<u64>,
+    volatile: Mutex<Volatile>,
     volatile_cv: Condvar,
+}
+
+/// Volatile writes in flight, and the threads waiting for them to drain.
+#[derive(Debug, Default)]
+struct Volatile {
+    count: u64,
+    /// Threads blocked in [`Disk::set_write_cache`]; only they need a
+    /// wake-up (std's `notify_all` is a syscall even with no waiter).
+    waiters: usize,
 }
 
 impl DiskCore {
     pub(crate) fn volatile_done(&self) {
         let mut v = self.volatile.lock().unwrap_or_else(|e| e.into_inner());
-        *v = v.saturating_sub(1);
-        self.volatile_cv.notify_all();
+        v.count = v.count.saturating_sub(1);
+        if v.waiters > 0 {
+            self.volatile_cv.notify_all();
+        }
     }
 }
 
@@ -271,12 +286,12 @@ impl Disk {
             wce: AtomicBool::new(policy.write_cache),
             policy,
             caps,
-            flush: FlushCoordinator::with_sabotage(opts.sabotage),
+            flush: FlushCoordinator::with_limits(opts.sabotage, opts.max_syncs_in_flight),
             counters,
             trace,
             ranges: RangeLock::default(),
             sabotage: opts.sabotage,
-            volatile: Mutex::new(0),
+            volatile: Mutex::new(Volatile::default()),
             volatile_cv: Condvar::new(),
         });
         if let Some(w) = exec.flush_waker() {
@@ -374,10 +389,12 @@ impl Disk {
             DataBuf::Guest(g) => {
                 let ma = u64::from(caps.dio_mem_align.max(1));
                 let oa = caps.dio_offset_align.max(1) as usize;
-                let aligned = g.slices().is_some_and(|v| {
-                    v.iter()
-                        .all(|s| (s.ptr_guard().as_ptr() as u64) % ma == 0 && s.len() % oa == 0)
+                let mut aligned = true;
+                let mapped = g.for_each_slice(|s| {
+                    aligned =
+                        aligned && (s.ptr_guard().as_ptr() as u64) % ma == 0 && s.len() % oa == 0;
                 });
+                let aligned = mapped && aligned;
                 BufShape::Guest { aligned }
             }
         };
@@ -431,7 +448,7 @@ impl Disk {
         let mut volatile = self.core.volatile.lock().unwrap_or_else(|e| e.into_inner());
         let plan = self.plan(req);
         if !plan.durable {
-            *volatile += 1;
+            volatile.count += 1;
         }
         plan
     }
@@ -439,7 +456,11 @@ impl Disk {
     /// Volatile (non-durable) writes planned and not yet completed (tests).
     #[doc(hidden)]
     pub fn volatile_in_flight(&self) -> u64 {
-        *self.core.volatile.lock().unwrap_or_else(|e| e.into_inner())
+        self.core
+            .volatile
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .count
     }
 
     /// Validates, plans and submits `req`. See the module docs.
@@ -492,11 +513,13 @@ impl Disk {
 
     /// Completions ready now (never blocks).
     pub fn poll(&self) -> Vec<Completion> {
-        self.exec
-            .take()
-            .into_iter()
-            .filter_map(|f| self.finish(f))
-            .collect()
+        let mut out = Vec::new();
+        self.exec.take_each(&mut |f| {
+            if let Some(c) = self.finish(f) {
+                out.push(c);
+            }
+        });
+        out
     }
 
     /// Blocks until at least one completion is ready (or nothing is in
@@ -543,12 +566,14 @@ impl Disk {
         let _ = was; // Even if it was already off, a flush is cheap and safe.
         {
             let mut v = self.core.volatile.lock().unwrap_or_else(|e| e.into_inner());
-            while *v > 0 {
+            while v.count > 0 {
+                v.waiters += 1;
                 v = self
                     .core
                     .volatile_cv
                     .wait(v)
                     .unwrap_or_else(|e| e.into_inner());
+                v.waiters -= 1;
             }
         }
         self.sync_now()

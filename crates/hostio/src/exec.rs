@@ -21,6 +21,7 @@ use std::sync::mpsc::{self, Sender};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 
+use smallvec::{smallvec, SmallVec};
 use vmm_sys_util::eventfd::EventFd;
 
 use crate::buf::{AlignedBuf, DataBuf};
@@ -64,6 +65,11 @@ pub(crate) struct Finished {
 pub(crate) trait Executor: Send + Sync {
     fn submit(&self, core: &Arc<DiskCore>, req: Request, plan: Plan);
     fn take(&self) -> Vec<Finished>;
+    /// Hands every finished request to `f`, like [`Executor::take`] but
+    /// without collecting them into a `Vec` first.
+    fn take_each(&self, f: &mut dyn FnMut(Finished)) {
+        self.take().into_iter().for_each(f);
+    }
     /// Blocks until at least one finished request is queued or nothing is in
     /// flight.
     fn wait(&self);
@@ -87,34 +93,56 @@ pub(crate) trait Executor: Send + Sync {
 }
 
 /// Completion queue shared by executors.
+///
+/// `push` wakes a waiter only when one is blocked in [`DoneQueue::wait`]:
+/// std's `Condvar::notify_all` is an unconditional `FUTEX_WAKE` syscall,
+/// which the inline executor would otherwise pay on every request. Waiters
+/// are counted under the mutex, and a waiter registers before it releases
+/// the mutex in `Condvar::wait`, so no wake-up can be lost.
 #[derive(Default)]
 pub(crate) struct DoneQueue {
-    q: Mutex<(VecDeque<Finished>, usize)>,
+    q: Mutex<DoneState>,
     cv: Condvar,
 }
 
+#[derive(Default)]
+struct DoneState {
+    done: VecDeque<Finished>,
+    /// Requests started and not yet pushed.
+    in_flight: usize,
+    /// Threads blocked in [`DoneQueue::wait`].
+    waiters: usize,
+}
+
 impl DoneQueue {
+    fn lock(&self) -> std::sync::MutexGuard<'_, DoneState> {
+        self.q.lock().unwrap_or_else(|e| e.into_inner())
+    }
     pub(crate) fn started(&self) {
-        self.q.lock().unwrap_or_else(|e| e.into_inner()).1 += 1;
+        self.lock().in_flight += 1;
     }
     pub(crate) fn push(&self, f: Finished) {
-        let mut g = self.q.lock().unwrap_or_else(|e| e.into_inner());
-        g.0.push_back(f);
-        g.1 -= 1;
-        self.cv.notify_all();
+        let mut g = self.lock();
+        g.done.push_back(f);
+        g.in_flight -= 1;
+        if g.waiters > 0 {
+            self.cv.notify_all();
+        }
     }
     pub(crate) fn take(&self) -> Vec<Finished> {
-        self.q
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .0
-            .drain(..)
-            .collect()
+        self.lock().done.drain(..).collect()
+    }
+    /// Hands every finished request to `f`, under the queue's lock (`f`
+    /// must not touch this queue).
+    pub(crate) fn take_each(&self, f: &mut dyn FnMut(Finished)) {
+        self.lock().done.drain(..).for_each(f);
     }
     pub(crate) fn wait(&self) {
-        let mut g = self.q.lock().unwrap_or_else(|e| e.into_inner());
-        while g.0.is_empty() && g.1 > 0 {
+        let mut g = self.lock();
+        while g.done.is_empty() && g.in_flight > 0 {
+            g.waiters += 1;
             g = self.cv.wait(g).unwrap_or_else(|e| e.into_inner());
+            g.waiters -= 1;
         }
     }
 }
@@ -133,6 +161,9 @@ impl Executor for Inline {
     }
     fn take(&self) -> Vec<Finished> {
         self.done.take()
+    }
+    fn take_each(&self, f: &mut dyn FnMut(Finished)) {
+        self.done.take_each(f);
     }
     fn wait(&self) {}
     fn notify_fd(&self) -> Option<RawFd> {
@@ -200,6 +231,10 @@ impl Executor for Pool {
         let _ = self.efd.read();
         self.done.take()
     }
+    fn take_each(&self, f: &mut dyn FnMut(Finished)) {
+        let _ = self.efd.read();
+        self.done.take_each(f);
+    }
     fn wait(&self) {
         self.done.wait();
     }
@@ -266,35 +301,45 @@ pub(crate) fn latch_check(core: &DiskCore, plan: &Plan, op: Op) -> Result<(), Io
     Ok(())
 }
 
+/// A list of I/O vectors. Nearly every request has one or two (one guest
+/// segment, or a bounce buffer), which then live inline instead of in a heap
+/// allocation of their own. The vectors point into heap memory (guest memory,
+/// owned or bounce buffers), never into the list, so moving a list is fine;
+/// a list handed to the kernel asynchronously (io_uring) must itself stay
+/// put until the kernel is done with it (see `uring.rs`).
+pub(crate) type IoVecs = SmallVec<[IoVec; 2]>;
+
 /// The request buffer as I/O vectors (guest memory or owned buffer).
-fn request_iovecs(buf: &mut DataBuf) -> Result<Vec<IoVec>, IoError> {
+fn request_iovecs(buf: &mut DataBuf) -> Result<IoVecs, IoError> {
     match buf {
-        DataBuf::None => Ok(Vec::new()),
+        DataBuf::None => Ok(IoVecs::new()),
         DataBuf::Owned(b) => {
             // SAFETY: the AlignedBuf's heap allocation is owned by the
             // request, which the PlanRun holding these vectors owns too;
             // moving the request does not move the allocation.
-            Ok(vec![unsafe {
+            Ok(smallvec![unsafe {
                 IoVec::from_raw(b.as_mut_slice().as_mut_ptr(), b.len())
             }])
         }
         DataBuf::Guest(g) => {
-            let slices = g.slices().ok_or(IoError::new(libc::EFAULT))?;
-            Ok(slices
-                .iter()
-                .map(|s| {
-                    // SAFETY: the slice maps guest memory kept alive by the
-                    // request's Arc<GuestMemoryMmap> for the whole plan.
-                    unsafe { IoVec::from_raw(s.ptr_guard_mut().as_ptr(), s.len()) }
-                })
-                .collect())
+            let mut out = IoVecs::new();
+            let mapped = g.for_each_slice(|s| {
+                // SAFETY: the slice maps guest memory kept alive by the
+                // request's Arc<GuestMemoryMmap> for the whole plan.
+                out.push(unsafe { IoVec::from_raw(s.ptr_guard_mut().as_ptr(), s.len()) });
+            });
+            if mapped {
+                Ok(out)
+            } else {
+                Err(IoError::new(libc::EFAULT))
+            }
         }
     }
 }
 
 /// Sub-range `[at, at+len)` of a vector list.
-fn sub_iovecs(iov: &[IoVec], mut at: u64, mut len: u64) -> Vec<IoVec> {
-    let mut out = Vec::new();
+fn sub_iovecs(iov: &[IoVec], mut at: u64, mut len: u64) -> IoVecs {
+    let mut out = IoVecs::new();
     for v in iov {
         if len == 0 {
             break;
@@ -339,7 +384,7 @@ const MAX_RETRIES: u32 = 16;
 /// executor, which resubmits [`Transfer::iov`] on [`Moved::More`].
 pub(crate) struct Transfer {
     pub dir: Dir,
-    iov: Vec<IoVec>,
+    iov: IoVecs,
     offset: u64,
     len: u64,
     done: u64,
@@ -347,7 +392,7 @@ pub(crate) struct Transfer {
 }
 
 impl Transfer {
-    fn new(dir: Dir, iov: Vec<IoVec>, offset: u64, len: u64) -> Transfer {
+    fn new(dir: Dir, iov: IoVecs, offset: u64, len: u64) -> Transfer {
         Transfer {
             dir,
             iov,
@@ -421,7 +466,7 @@ impl Transfer {
     }
 }
 
-fn bounce_iov(bounce: &mut Option<AlignedBuf>, at: u64, len: u64) -> Result<Vec<IoVec>, i32> {
+fn bounce_iov(bounce: &mut Option<AlignedBuf>, at: u64, len: u64) -> Result<IoVecs, i32> {
     let b = bounce.as_mut().ok_or(libc::EINVAL)?;
     let end = at.checked_add(len).ok_or(libc::EINVAL)?;
     if end > b.len() as u64 {
@@ -430,7 +475,9 @@ fn bounce_iov(bounce: &mut Option<AlignedBuf>, at: u64, len: u64) -> Result<Vec<
     let s = &mut b.as_mut_slice()[at as usize..end as usize];
     // SAFETY: the bounce buffer's heap allocation is owned by the PlanRun
     // that holds the transfer using these vectors.
-    Ok(vec![unsafe { IoVec::from_raw(s.as_mut_ptr(), s.len()) }])
+    Ok(smallvec![unsafe {
+        IoVec::from_raw(s.as_mut_ptr(), s.len())
+    }])
 }
 
 const ZERO_CHUNK: usize = 1 << 20;
@@ -456,7 +503,7 @@ pub(crate) struct PlanRun {
     pub req: Request,
     pub plan: Plan,
     bounce: Option<AlignedBuf>,
-    req_iov: Result<Vec<IoVec>, IoError>,
+    req_iov: Result<IoVecs, IoError>,
     guest: bool,
     next: usize,
 }
@@ -694,7 +741,7 @@ pub(crate) fn run_op_sync(file: &dyn HostFile, op: HostOp) -> Result<u64, i32> {
                 let n = (len - done).min(zeroes.len() as u64);
                 // SAFETY: `zeroes` outlives the transfer; the kernel only
                 // reads from it.
-                let iov = vec![unsafe {
+                let iov = smallvec![unsafe {
                     IoVec::from_raw(zeroes.as_mut_slice().as_mut_ptr(), n as usize)
                 }];
                 Transfer::new(Dir::Write { dsync }, iov, offset + done, n).run(file)?;

@@ -11,8 +11,9 @@
 //! 2. Concurrent flushes share one `fdatasync` only if that `fdatasync`
 //!    *started* after each of them was submitted (group commit). A sync
 //!    already running when a flush arrives does not count for it by itself:
-//!    the flush waits for it and then applies rule 3, so it is satisfied
-//!    without a new sync only if no write completed in between.
+//!    it covers the flush only by rule 3 (no write completed between its
+//!    start and the flush's submission); otherwise the flush starts a sync
+//!    of its own, or waits for room for one (see "Several syncs in flight").
 //! 3. A flush is skipped only when no write, discard or zeroing completed
 //!    since the start of the last successful `fdatasync`.
 //! 4. A failed `fdatasync` latches: every later flush (and, via
@@ -22,9 +23,44 @@
 //!    ([`FlushCoordinator::latch_if_dirty`]). The kernel reports a
 //!    writeback error once per open file and drops the dirty pages, so a later
 //!    "successful" sync would be a lie (`host-facts.md` §4).
+//!
+//! ## Several syncs in flight
+//!
+//! Up to a limit of `fdatasync`s run at once
+//! ([`crate::DiskOptions::max_syncs_in_flight`]; [`DEFAULT_MAX_SYNCS`] by
+//! default, at most [`MAX_SYNCS_IN_FLIGHT`]), on the theory that the block
+//! layer merges concurrent cache flushes. Each sync samples the write generation when it starts; a
+//! flush that finds no running or finished sync whose sample covers its
+//! submission starts one if there is room, and otherwise waits for one to
+//! end and decides again.
+//!
+//! A sync's success is not believed the moment it returns. The kernel hands
+//! a writeback error to the *first* `fdatasync` on the file description that
+//! checks after the error was recorded; with syncs overlapping, another sync
+//! may take the error for pages this one was meant to cover and this one
+//! returns 0. So a successful sync is only *committed* (the covered
+//! generation advances, rule 3's "last successful sync") once every sync
+//! started before it returned has reported too: if any of them failed, the
+//! latch (rule 4) is set first, and every flush that was waiting — the ones
+//! that sync's success alone would have satisfied included — fails. A
+//! later-started sync that finishes first therefore waits for the earlier
+//! ones, and the covered generation is always the sample of a sync whose
+//! success is committed. With one sync at a time this is exactly the old
+//! serial coordinator.
 
 use std::io;
 use std::sync::{Condvar, Mutex, OnceLock};
+
+/// The most `fdatasync`s a coordinator may be allowed to run at once (see
+/// the module docs).
+pub const MAX_SYNCS_IN_FLIGHT: usize = 4;
+
+/// How many `fdatasync`s a coordinator runs at once unless told otherwise:
+/// one. On the 2-vCPU ext4-on-virtio project machine, 2 or 4 concurrent
+/// syncs did not raise the 32-stream flush storm's throughput and issued
+/// 1.5-2.5x the `fdatasync`s (`docs/performance.md`): a success must wait
+/// for every overlapping sync before it counts, which adds latency.
+pub const DEFAULT_MAX_SYNCS: usize = 1;
 
 /// How a flush was satisfied.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,14 +82,49 @@ pub enum FlushOutcome {
 struct State {
     /// Completed modifying ops.
     write_gen: u64,
-    /// `write_gen` sampled at the start of the last successful sync.
+    /// `write_gen` sampled at the start of the committed successful sync
+    /// that sampled the most.
     synced_gen: u64,
     rounds_started: u64,
+    /// Syncs that ended (successfully or not), in any order.
     rounds_done: u64,
-    running: bool,
+    /// Syncs running: (round, sampled generation).
+    running: Vec<(u64, u64)>,
+    /// Successful syncs not yet committed: (`rounds_started` when it
+    /// ended, sampled generation). Committed once no sync of a round up to
+    /// the first is still running.
+    pending: Vec<(u64, u64)>,
     latched: Option<i32>,
     /// Flushes currently inside [`FlushCoordinator::flush`].
     inside: usize,
+}
+
+impl State {
+    /// Whether sync `round` is still running.
+    fn is_running(&self, round: u64) -> bool {
+        self.running.iter().any(|&(r, _)| r == round)
+    }
+
+    /// Commits the pending successes that no running sync can have taken an
+    /// error from (every sync started before they ended has ended).
+    fn commit(&mut self) {
+        let oldest = self.running.iter().map(|&(r, _)| r).min();
+        let mut synced = self.synced_gen;
+        self.pending.retain(|&(horizon, gen)| {
+            if oldest.is_some_and(|o| o <= horizon) {
+                return true;
+            }
+            synced = synced.max(gen);
+            false
+        });
+        self.synced_gen = synced;
+    }
+
+    /// Whether a running or pending sync will cover generation `gen` if it
+    /// succeeds.
+    fn coming(&self, gen: u64) -> bool {
+        self.running.iter().any(|&(_, g)| g >= gen) || self.pending.iter().any(|&(_, g)| g >= gen)
+    }
 }
 
 /// Known-bad behaviours that the crash/property suite must detect. Only for
@@ -75,12 +146,18 @@ pub struct Sabotage {
 type Waker = Box<dyn Fn() + Send + Sync>;
 
 /// See the module docs.
-#[derive(Default)]
 pub struct FlushCoordinator {
     state: Mutex<State>,
     cv: Condvar,
     sabotage: Sabotage,
     waker: OnceLock<Waker>,
+    max_syncs: usize,
+}
+
+impl Default for FlushCoordinator {
+    fn default() -> FlushCoordinator {
+        FlushCoordinator::with_sabotage(Sabotage::default())
+    }
 }
 
 impl std::fmt::Debug for FlushCoordinator {
@@ -88,6 +165,7 @@ impl std::fmt::Debug for FlushCoordinator {
         f.debug_struct("FlushCoordinator")
             .field("state", &*self.lock())
             .field("sabotage", &self.sabotage)
+            .field("max_syncs", &self.max_syncs)
             .finish()
     }
 }
@@ -95,9 +173,23 @@ impl std::fmt::Debug for FlushCoordinator {
 impl FlushCoordinator {
     /// A coordinator with the given (test-only) sabotage switches.
     pub fn with_sabotage(sabotage: Sabotage) -> FlushCoordinator {
+        FlushCoordinator::with_limits(sabotage, DEFAULT_MAX_SYNCS)
+    }
+
+    /// A coordinator running at most `max_syncs` `fdatasync`s at once
+    /// (clamped to 1..=[`MAX_SYNCS_IN_FLIGHT`]; 0 means
+    /// [`DEFAULT_MAX_SYNCS`]); 1 is the serial coordinator.
+    pub fn with_limits(sabotage: Sabotage, max_syncs: usize) -> FlushCoordinator {
+        let max_syncs = match max_syncs {
+            0 => DEFAULT_MAX_SYNCS,
+            n => n.min(MAX_SYNCS_IN_FLIGHT),
+        };
         FlushCoordinator {
+            state: Mutex::default(),
+            cv: Condvar::new(),
             sabotage,
-            ..Default::default()
+            waker: OnceLock::new(),
+            max_syncs,
         }
     }
 
@@ -138,13 +230,14 @@ impl FlushCoordinator {
     }
 
     /// Performs a flush, calling `sync` (the `fdatasync`) when rules 1-3
-    /// require one. Blocks (condvar) while another sync runs.
+    /// require one. Blocks (condvar) while it waits for syncs to end.
     ///
     /// The flush records the write generation at submission and is satisfied
-    /// once a successful sync whose sampled generation covers it completes.
-    /// A sync running at submission is waited for and then judged by rule 3:
-    /// it covers this flush only if no write completed between its start and
-    /// this submission; otherwise a new sync starts.
+    /// once a successful sync whose sampled generation covers it is
+    /// committed. A sync running at submission covers it only if no write
+    /// completed between that sync's start and this submission; otherwise a
+    /// new sync starts (when fewer than the limit run) or the flush waits
+    /// for one to end and decides again.
     ///
     /// Built on the non-blocking step API ([`FlushCoordinator::begin`],
     /// [`FlushCoordinator::step`], [`FlushCoordinator::sync_done`]) that the
@@ -161,8 +254,9 @@ impl FlushCoordinator {
                     drop(s);
                     let r = match sync.take() {
                         Some(f) => f(),
-                        // Our own sync already ran and did not cover us:
-                        // impossible, it sampled a generation >= ours.
+                        // A flush starts at most one sync: once its own
+                        // sync ran, a sync sampling at least its generation
+                        // is running or pending until it is decided.
                         None => Ok(()),
                     };
                     let done = self.sync_done(&mut t, round, gen, r.map_err(|e| errno_of(&e)));
@@ -184,6 +278,11 @@ impl FlushCoordinator {
     /// to order concurrent flushes deterministically).
     pub fn flushes_inside(&self) -> usize {
         self.lock().inside
+    }
+
+    /// How many `fdatasync`s are running right now.
+    pub fn syncs_running(&self) -> usize {
+        self.lock().running.len()
     }
 
     /// Syncs finished so far (successful or not). A non-blocking caller that
@@ -209,10 +308,13 @@ impl FlushCoordinator {
         s.inside += 1;
         FlushTicket {
             submit_gen: s.write_gen,
-            // Known-bad: remember the running sync, to accept it whatever it
-            // sampled.
-            stale_round: (self.sabotage.share_running_sync && s.running)
-                .then_some(s.rounds_started),
+            // Known-bad: remember the latest running sync, to accept it
+            // whatever it sampled.
+            stale_round: if self.sabotage.share_running_sync {
+                s.running.iter().map(|&(r, _)| r).max()
+            } else {
+                None
+            },
             ran: false,
             waited: false,
             finished: false,
@@ -220,8 +322,8 @@ impl FlushCoordinator {
     }
 
     /// Advances a flush without blocking: it is satisfied
-    /// ([`FlushStep::Done`]), must wait for the running sync to end
-    /// ([`FlushStep::Busy`]: step again after it did), or must issue a sync
+    /// ([`FlushStep::Done`]), must wait for a running sync to end
+    /// ([`FlushStep::Busy`]: step again after one did), or must issue a sync
     /// itself ([`FlushStep::Start`]: then report it with
     /// [`FlushCoordinator::sync_done`]).
     pub fn step(&self, t: &mut FlushTicket) -> FlushStep {
@@ -239,7 +341,7 @@ impl FlushCoordinator {
             });
         }
         let o = if let Some(round) = t.stale_round {
-            if s.rounds_done < round {
+            if s.is_running(round) {
                 return FlushStep::Busy;
             }
             match s.latched {
@@ -256,16 +358,16 @@ impl FlushCoordinator {
             } else {
                 FlushOutcome::Elided
             }
-        } else if s.running {
+        } else if s.coming(t.submit_gen) || s.running.len() >= self.max_syncs {
+            // A sync that will cover this flush is running or awaits
+            // commit, or there is no room for another: wait.
             t.waited = true;
             return FlushStep::Busy;
         } else {
-            s.running = true;
             s.rounds_started += 1;
-            return FlushStep::Start {
-                round: s.rounds_started,
-                gen: s.write_gen,
-            };
+            let (round, gen) = (s.rounds_started, s.write_gen);
+            s.running.push((round, gen));
+            return FlushStep::Start { round, gen };
         };
         t.finished = true;
         s.inside -= 1;
@@ -283,12 +385,15 @@ impl FlushCoordinator {
         result: Result<(), i32>,
     ) -> Option<FlushOutcome> {
         let mut s = self.lock();
-        s.running = false;
-        s.rounds_done = round;
+        if let Some(i) = s.running.iter().position(|&(r, _)| r == round) {
+            s.running.swap_remove(i);
+        }
+        s.rounds_done += 1;
         t.ran = true;
         let out = match result {
             Ok(()) => {
-                s.synced_gen = s.synced_gen.max(gen);
+                let horizon = s.rounds_started;
+                s.pending.push((horizon, gen));
                 None
             }
             Err(errno) => {
@@ -302,6 +407,7 @@ impl FlushCoordinator {
                 Some(FlushOutcome::Failed(errno))
             }
         };
+        s.commit();
         self.cv.notify_all();
         out
     }
@@ -475,5 +581,208 @@ mod tests {
         };
         assert_eq!(race(bad, true), (FlushOutcome::Shared, 1));
         assert_eq!(race(Sabotage::default(), true), (FlushOutcome::Synced, 2));
+    }
+
+    /// Step-API driver: a flush that must issue a sync; returns its ticket
+    /// and the sync's round and generation.
+    fn started(c: &FlushCoordinator) -> (FlushTicket, u64, u64) {
+        let mut t = c.begin();
+        match c.step(&mut t) {
+            FlushStep::Start { round, gen } => (t, round, gen),
+            other => panic!("expected Start, got {other:?}"),
+        }
+    }
+
+    /// A write, a flush that starts a sync, another write, and a second
+    /// flush that starts a second sync while the first runs.
+    #[allow(clippy::type_complexity)]
+    fn two_syncs(c: &FlushCoordinator) -> ((FlushTicket, u64, u64), (FlushTicket, u64, u64)) {
+        c.write_completed();
+        let first = started(c);
+        c.write_completed();
+        (first, started(c))
+    }
+
+    /// A flush submitted after a write that a running sync missed starts a
+    /// second sync at once instead of waiting for the first.
+    #[test]
+    fn second_sync_starts_while_first_runs() {
+        let c = FlushCoordinator::with_limits(Sabotage::default(), 4);
+        let ((mut t1, r1, g1), (mut t2, r2, g2)) = two_syncs(&c);
+        assert!(g2 > g1);
+        assert_eq!(c.syncs_running(), 2);
+        assert_eq!(c.sync_done(&mut t1, r1, g1, Ok(())), None);
+        // t2's sync, running when t1's returned, may have taken t1's error:
+        // t1 waits for it.
+        assert_eq!(c.step(&mut t1), FlushStep::Busy);
+        assert_eq!(c.step(&mut t2), FlushStep::Busy);
+        assert_eq!(c.sync_done(&mut t2, r2, g2, Ok(())), None);
+        assert_eq!(c.step(&mut t1), FlushStep::Done(FlushOutcome::Synced));
+        assert_eq!(c.step(&mut t2), FlushStep::Done(FlushOutcome::Synced));
+        assert_eq!(c.flushes_inside(), 0);
+    }
+
+    /// A later-started sync that succeeds first is not believed until every
+    /// sync started before it returned has ended: the earlier one may have
+    /// taken the writeback error for the pages both were to cover.
+    #[test]
+    fn later_sync_success_waits_for_earlier_sync() {
+        let c = FlushCoordinator::with_limits(Sabotage::default(), 4);
+        let ((mut t1, r1, g1), (mut t2, r2, g2)) = two_syncs(&c);
+        assert_eq!(c.sync_done(&mut t2, r2, g2, Ok(())), None);
+        // Not committed: no flush may pass on it yet, not even a new one
+        // (which waits for it rather than starting a third sync).
+        assert_eq!(c.step(&mut t2), FlushStep::Busy);
+        let mut t3 = c.begin();
+        assert_eq!(c.step(&mut t3), FlushStep::Busy);
+        assert_eq!(c.syncs_running(), 1);
+        assert_eq!(c.sync_done(&mut t1, r1, g1, Ok(())), None);
+        assert_eq!(c.step(&mut t1), FlushStep::Done(FlushOutcome::Synced));
+        assert_eq!(c.step(&mut t2), FlushStep::Done(FlushOutcome::Synced));
+        assert_eq!(c.step(&mut t3), FlushStep::Done(FlushOutcome::Shared));
+        // Rule 3 against the committed sync that sampled the most.
+        assert_eq!(c.flush(|| panic!("nothing to sync")), FlushOutcome::Elided);
+    }
+
+    /// The earlier sync fails after the later one succeeded: the failure
+    /// latches and every waiter fails, including the flush whose own sync
+    /// "succeeded" (its error may have gone to the other sync).
+    #[test]
+    fn earlier_sync_failure_fails_later_success() {
+        let c = FlushCoordinator::with_limits(Sabotage::default(), 4);
+        let ((mut t1, r1, g1), (mut t2, r2, g2)) = two_syncs(&c);
+        let mut t3 = c.begin();
+        assert_eq!(c.sync_done(&mut t2, r2, g2, Ok(())), None);
+        assert_eq!(c.step(&mut t3), FlushStep::Busy);
+        assert_eq!(
+            c.sync_done(&mut t1, r1, g1, Err(libc::EIO)),
+            Some(FlushOutcome::Failed(libc::EIO))
+        );
+        let latched = FlushStep::Done(FlushOutcome::Latched(libc::EIO));
+        assert_eq!(c.step(&mut t2), latched);
+        assert_eq!(c.step(&mut t3), latched);
+        assert_eq!(c.flushes_inside(), 0);
+        assert_eq!(c.latched(), Some(libc::EIO));
+    }
+
+    /// A later sync failing while an earlier one's success is pending:
+    /// the earlier success commits only once the later sync ended, and then
+    /// the latch has already been set, so nothing passes on it.
+    #[test]
+    fn later_sync_failure_fails_pending_earlier_success() {
+        let c = FlushCoordinator::with_limits(Sabotage::default(), 4);
+        let ((mut t1, r1, g1), (mut t2, r2, g2)) = two_syncs(&c);
+        // t1's sync returns first, but t2's sync started before that and
+        // may yet report the error for t1's pages.
+        assert_eq!(c.sync_done(&mut t1, r1, g1, Ok(())), None);
+        assert_eq!(c.step(&mut t1), FlushStep::Busy);
+        assert_eq!(
+            c.sync_done(&mut t2, r2, g2, Err(libc::ENOSPC)),
+            Some(FlushOutcome::Failed(libc::ENOSPC))
+        );
+        assert_eq!(
+            c.step(&mut t1),
+            FlushStep::Done(FlushOutcome::Latched(libc::ENOSPC))
+        );
+    }
+
+    /// A sync started after an earlier one *returned* cannot have taken its
+    /// error: the earlier success commits without waiting for it.
+    #[test]
+    fn sync_started_after_return_does_not_hold_commit() {
+        let c = FlushCoordinator::with_limits(Sabotage::default(), 4);
+        c.write_completed();
+        let (mut t1, r1, g1) = started(&c);
+        assert_eq!(c.sync_done(&mut t1, r1, g1, Ok(())), None);
+        c.write_completed();
+        let (mut t2, r2, g2) = started(&c);
+        assert_eq!(c.step(&mut t1), FlushStep::Done(FlushOutcome::Synced));
+        assert_eq!(c.sync_done(&mut t2, r2, g2, Ok(())), None);
+        assert_eq!(c.step(&mut t2), FlushStep::Done(FlushOutcome::Synced));
+    }
+
+    /// At most the limit of syncs run at once; a flush that finds no room
+    /// waits, then starts its own sync once one ended.
+    #[test]
+    fn at_most_max_syncs_in_flight() {
+        let c = FlushCoordinator::with_limits(Sabotage::default(), 2);
+        let ((mut t1, r1, g1), (mut t2, r2, g2)) = two_syncs(&c);
+        c.write_completed();
+        let mut t3 = c.begin();
+        assert_eq!(c.step(&mut t3), FlushStep::Busy);
+        assert_eq!(c.syncs_running(), 2);
+        assert_eq!(c.sync_done(&mut t1, r1, g1, Ok(())), None);
+        let FlushStep::Start { round: r3, gen: g3 } = c.step(&mut t3) else {
+            panic!("t3 should start a sync once there is room");
+        };
+        assert_eq!(g3, 3);
+        assert_eq!(c.syncs_running(), 2);
+        assert_eq!(c.sync_done(&mut t2, r2, g2, Ok(())), None);
+        assert_eq!(c.sync_done(&mut t3, r3, g3, Ok(())), None);
+        for t in [&mut t1, &mut t2, &mut t3] {
+            assert_eq!(c.step(t), FlushStep::Done(FlushOutcome::Synced));
+        }
+    }
+
+    /// With a limit of 1 the coordinator is the serial one: a flush that a
+    /// running sync does not cover waits for it before starting its own.
+    #[test]
+    fn limit_one_is_serial() {
+        let c = FlushCoordinator::with_limits(Sabotage::default(), 1);
+        c.write_completed();
+        let (mut t1, r1, g1) = started(&c);
+        c.write_completed();
+        let mut t2 = c.begin();
+        assert_eq!(c.step(&mut t2), FlushStep::Busy);
+        assert_eq!(c.sync_done(&mut t1, r1, g1, Ok(())), None);
+        assert!(matches!(c.step(&mut t2), FlushStep::Start { .. }));
+    }
+
+    /// The same rules through the blocking API: a second flush's own sync
+    /// returns while the first sync still runs, but the second flush stays
+    /// inside the coordinator until the first sync ended, and fails with it.
+    #[test]
+    fn blocking_flush_waits_for_earlier_sync_and_fails_with_it() {
+        for fail in [false, true] {
+            let c = Arc::new(FlushCoordinator::with_limits(Sabotage::default(), 4));
+            c.write_completed();
+            let entered = Arc::new(Barrier::new(2));
+            let release = Arc::new(Barrier::new(2));
+            let t1 = {
+                let (c, entered, release) = (c.clone(), entered.clone(), release.clone());
+                std::thread::spawn(move || {
+                    c.flush(|| {
+                        entered.wait();
+                        release.wait();
+                        if fail {
+                            Err(io::Error::from_raw_os_error(libc::EIO))
+                        } else {
+                            Ok(())
+                        }
+                    })
+                })
+            };
+            entered.wait();
+            c.write_completed();
+            let t2 = {
+                let c = c.clone();
+                std::thread::spawn(move || c.flush(|| Ok(())))
+            };
+            // t2's sync ran concurrently and ended...
+            while c.rounds_done() < 1 {
+                std::thread::yield_now();
+            }
+            // ...but t2 is still waiting for t1's sync.
+            assert_eq!(c.flushes_inside(), 2);
+            assert!(!t2.is_finished());
+            release.wait();
+            if fail {
+                assert_eq!(t1.join().unwrap(), FlushOutcome::Failed(libc::EIO));
+                assert_eq!(t2.join().unwrap(), FlushOutcome::Latched(libc::EIO));
+            } else {
+                assert_eq!(t1.join().unwrap(), FlushOutcome::Synced);
+                assert_eq!(t2.join().unwrap(), FlushOutcome::Synced);
+            }
+        }
     }
 }

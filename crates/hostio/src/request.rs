@@ -175,7 +175,7 @@ impl Request {
                     for (_, l) in g.segments() {
                         sum = sum.checked_add(*l as u64).ok_or(RequestError::Overflow)?;
                     }
-                    if g.slices().is_none() {
+                    if !g.for_each_slice(|_| ()) {
                         return Err(RequestError::GuestMemory);
                     }
                 }

@@ -31,8 +31,9 @@
 //! signalling [`crate::Disk::notify_fd`]. It needs no `poll` from the VMM, so
 //! `Disk::set_write_cache` and `Disk::drain` can wait for in-flight writes.
 //!
-//! A flush that finds a sync running is parked and stepped again when a sync
-//! ends: a ring sync's end is seen by whoever processed it; a sync the
+//! A flush that must wait (a running sync will cover it, its own sync's
+//! success awaits an earlier sync, or as many syncs run as
+//! [`crate::DiskOptions::max_syncs_in_flight`] allows) is parked and stepped again when a sync ends: a ring sync's end is seen by whoever processed it; a sync the
 //! blocking path ran on another thread (`Disk::sync_now`, from
 //! `set_write_cache`) wakes the reaper through the coordinator's waker (a
 //! NOP on the ring). Parking compares [`FlushCoordinator::rounds_done`], so
@@ -142,7 +143,9 @@ enum Cur {
 }
 
 /// One request in the executor. Boxed: the SQE in flight points into
-/// `cur`'s vectors and `short`, which must not move until its CQE is reaped.
+/// `cur`'s vectors (held inline in the [`Transfer`] when there are one or
+/// two) and `short`, which must not move until its CQE is reaped; nothing
+/// touches `cur` between issuing an SQE and reaping its CQE.
 struct Job {
     core: Arc<DiskCore>,
     run: PlanRun,
@@ -820,6 +823,11 @@ impl Executor for Uring {
     fn take(&self) -> Vec<Finished> {
         let _ = self.sh.efd.read();
         self.sh.done.take()
+    }
+
+    fn take_each(&self, f: &mut dyn FnMut(Finished)) {
+        let _ = self.sh.efd.read();
+        self.sh.done.take_each(f);
     }
 
     fn wait(&self) {

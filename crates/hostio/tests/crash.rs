@@ -242,7 +242,7 @@ fn oracle_rejects_bytes_nobody_wrote_and_lost_durable_writes() {
 /// write B completes, flush F2 is submitted while F1's sync still runs. F2
 /// must not be satisfied by F1's sync. Returns the oracle's verdict after a
 /// power loss once both flushes completed.
-fn group_commit_scenario(sabotage: Sabotage) -> Result<(), Violation> {
+fn group_commit_scenario(sabotage: Sabotage, max_syncs: usize) -> Result<(), Violation> {
     let size = 64 * 1024u64;
     let original = vec![0x11u8; size as usize];
     let sim = SimFile::new(&original, false);
@@ -256,6 +256,7 @@ fn group_commit_scenario(sabotage: Sabotage) -> Result<(), Violation> {
             DiskOptions {
                 executor: ExecutorKind::Threads(2),
                 sabotage,
+                max_syncs_in_flight: max_syncs,
                 ..Default::default()
             },
         )
@@ -298,12 +299,33 @@ fn group_commit_scenario(sabotage: Sabotage) -> Result<(), Violation> {
 
 #[test]
 fn finds_group_commit_sharing_a_stale_sync() {
-    assert_eq!(group_commit_scenario(Sabotage::default()), Ok(()));
-    let v = group_commit_scenario(Sabotage {
-        share_running_sync: true,
-        ..Default::default()
-    })
+    assert_eq!(group_commit_scenario(Sabotage::default(), 0), Ok(()));
+    let v = group_commit_scenario(
+        Sabotage {
+            share_running_sync: true,
+            ..Default::default()
+        },
+        0,
+    )
     .expect_err("a flush satisfied by a sync that started before it must lose B");
     println!("counterexample: write A; flush F1 (sync starts); write B; flush F2 shares F1: {v}");
+    assert_eq!(v.sector, 8);
+}
+
+/// The same with several syncs allowed at once: F2 starts its own sync
+/// while F1's is held (and waits for F1's to end before it completes), so
+/// B is durable; the sabotaged coordinator still shares F1's stale sync.
+#[test]
+fn finds_group_commit_sharing_a_stale_sync_with_concurrent_syncs() {
+    let max = vmstor_hostio::flush::MAX_SYNCS_IN_FLIGHT;
+    assert_eq!(group_commit_scenario(Sabotage::default(), max), Ok(()));
+    let v = group_commit_scenario(
+        Sabotage {
+            share_running_sync: true,
+            ..Default::default()
+        },
+        max,
+    )
+    .expect_err("a flush satisfied by a sync that started before it must lose B");
     assert_eq!(v.sector, 8);
 }

@@ -69,6 +69,17 @@ fn over(
     file: Arc<dyn HostFile>,
     mode: CacheMode,
 ) -> Option<Disk> {
+    over_with(test, img, file, mode, 0)
+}
+
+/// [`over`] with `DiskOptions::max_syncs_in_flight`.
+fn over_with(
+    test: &str,
+    img: &tempfile::NamedTempFile,
+    file: Arc<dyn HostFile>,
+    mode: CacheMode,
+    max_syncs_in_flight: usize,
+) -> Option<Disk> {
     let caps = vmstor_hostio::probe::probe_path(img.path()).unwrap().caps;
     let d = Disk::from_host_file(
         file,
@@ -77,6 +88,7 @@ fn over(
         DiskOptions {
             executor: RING,
             trace: true,
+            max_syncs_in_flight,
             ..Default::default()
         },
     )
@@ -616,21 +628,24 @@ impl HostFile for GatedSync {
 /// `sync_now`) runs a blocking `fdatasync` on another thread is parked, and must be stepped
 /// again when that sync ends (the reaper is woken), not stranded. With no
 /// write in between it shares that sync; with a write in between it needs
-/// its own fsync on the ring.
+/// its own fsync on the ring. With several syncs allowed at once that fsync
+/// runs while the blocking sync is held, but the flush still waits (parked)
+/// for the blocking sync to end before it completes.
 #[test]
 fn parked_flush_resumes_after_a_blocking_sync_on_another_thread() {
-    for write_between in [false, true] {
+    for (write_between, max_syncs) in [(false, 0), (true, 0), (false, 4), (true, 4)] {
         let img = image(MIB);
         let gated = Arc::new(GatedSync {
             inner: real_file(&img, false),
             gate: Mutex::new((false, false)),
             cv: Condvar::new(),
         });
-        let Some(d) = over(
+        let Some(d) = over_with(
             "parked_flush_resumes",
             &img,
             gated.clone(),
             CacheMode::Writeback,
+            max_syncs,
         ) else {
             return;
         };

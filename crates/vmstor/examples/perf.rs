@@ -9,7 +9,9 @@
 //!     4 KiB random (or sequential) I/O through virtio-blk: the TestGuest's
 //!     queue with QD chains in flight, device model, hostio, executor, file.
 //! perf flushstorm --file F [--streams 32] [--mode engine|naive] [--secs 5]
+//!                 [--max-syncs N]
 //!     STREAMS threads, each: 4 KiB O_DIRECT write, then flush, repeat.
+//!     --max-syncs: DiskOptions::max_syncs_in_flight (0: the default).
 //!     engine: every thread on one cache=none Disk (Disk::execute, so the
 //!     flush coordinator's group commit decides the fdatasyncs); naive: the
 //!     same threads doing pwrite + fdatasync on one O_DIRECT fd.
@@ -356,13 +358,17 @@ fn flushstorm(args: &Args) -> serde_json::Value {
     let streams: usize = args.num("streams", 32);
     let secs: f64 = args.num("secs", 5.0);
     let mode = args.str("mode", "engine");
+    let max_syncs: usize = args.num("max-syncs", 0);
     let path = args.file();
     let (pairs, elapsed, fdatasyncs, flushes) = match mode.as_str() {
         "engine" => {
             let disk = Disk::open(
                 &path,
                 Policy::from_mode(CacheMode::None),
-                DiskOptions::default(),
+                DiskOptions {
+                    max_syncs_in_flight: max_syncs,
+                    ..Default::default()
+                },
             )
             .unwrap_or_else(|e| die(&e.to_string()));
             let blocks = disk.size() / 4096;
@@ -410,6 +416,7 @@ fn flushstorm(args: &Args) -> serde_json::Value {
     json!({
         "bench": "flushstorm",
         "mode": mode,
+        "max_syncs": max_syncs,
         "streams": streams,
         "secs": elapsed,
         "durable_writes": pairs,
