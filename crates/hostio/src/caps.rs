@@ -90,6 +90,13 @@ pub struct HostCaps {
     pub stable_pages_why: String,
     /// Whether the device is rotational (for IDENTIFY word 217, VPD B1h).
     pub rotational: Fact<bool>,
+    /// The host device's minimum I/O size hint in bytes (sysfs
+    /// `queue/minimum_io_size`); 0 when unknown.
+    pub io_min: u32,
+    /// The host device's optimal I/O size hint in bytes (sysfs
+    /// `queue/optimal_io_size`); 0 when the device gives none or it is
+    /// unknown.
+    pub io_opt: u32,
 }
 
 impl HostCaps {
@@ -111,6 +118,8 @@ impl HostCaps {
             stable_pages: Fact::Known(false, "simulated"),
             stable_pages_why: "simulated host".into(),
             rotational: Fact::Known(false, "simulated"),
+            io_min: 0,
+            io_opt: 0,
         }
     }
 }

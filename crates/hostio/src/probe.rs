@@ -373,6 +373,18 @@ pub(crate) fn probe_file(file: &File, path: &Path, _direct: bool) -> io::Result<
             )
         }
     };
+    // I/O size hints of the device under the image (for a file: of its
+    // file system's device); 0 when unknown.
+    let io_hint = |attr: &str| {
+        sys.as_ref()
+            .and_then(|s| read_sys(&s.join(attr)))
+            .and_then(|v| v.parse::<u32>().ok())
+            .unwrap_or(0)
+    };
+    let (io_min, io_opt) = (
+        io_hint("queue/minimum_io_size"),
+        io_hint("queue/optimal_io_size"),
+    );
     let (discard, write_zeroes) = if blk {
         let d = sys
             .as_ref()
@@ -468,6 +480,8 @@ pub(crate) fn probe_file(file: &File, path: &Path, _direct: bool) -> io::Result<
         stable_pages,
         stable_pages_why,
         rotational,
+        io_min,
+        io_opt,
     };
     let (recommended_cache, recommended_stable, reason) = recommend(&caps, &direct_ok);
     Ok(ProbeReport {

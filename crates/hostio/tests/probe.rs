@@ -174,3 +174,30 @@ fn probe_4k_loop_device() {
     assert_eq!(r.caps.logical_block_size, 4096);
     assert_eq!(r.caps.dio_offset_align, 4096);
 }
+
+/// The I/O size hints come from the sysfs queue of the device under the
+/// file system holding the image.
+#[test]
+fn probe_reads_io_size_hints_of_the_device_below() {
+    use std::os::unix::fs::MetadataExt;
+    let f = tmpfile(1 << 20);
+    let r = vmstor_hostio::probe::probe_path(f.path()).unwrap();
+    let dev = std::fs::metadata(f.path()).unwrap().dev();
+    let sys = format!(
+        "/sys/dev/block/{}:{}/queue",
+        libc::major(dev),
+        libc::minor(dev)
+    );
+    let read = |a: &str| {
+        std::fs::read_to_string(format!("{sys}/{a}"))
+            .ok()
+            .and_then(|v| v.trim().parse::<u32>().ok())
+    };
+    match (read("minimum_io_size"), read("optimal_io_size")) {
+        (Some(min), Some(opt)) => {
+            assert_eq!((r.caps.io_min, r.caps.io_opt), (min, opt));
+            assert!(min >= 512, "a device reports at least a sector: {min}");
+        }
+        _ => println!("SKIP probe_reads_io_size_hints_of_the_device_below: no {sys} (partition or no block device)"),
+    }
+}

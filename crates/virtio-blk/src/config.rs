@@ -231,8 +231,16 @@ pub fn build_config(opts: &BlkOptions, disk: &Disk) -> VirtioBlkConfig {
         0
     };
     c.alignment_offset = 0;
-    c.min_io_size = u16::try_from(per_phys).unwrap_or(u16::MAX).into();
-    c.opt_io_size = opts.opt_io_size.into();
+    // The host's hints, in logical blocks: the minimum is at least one
+    // physical block; the option overrides the host's optimal size.
+    let min_blocks = per_phys.max(caps.io_min / lbs);
+    c.min_io_size = u16::try_from(min_blocks).unwrap_or(u16::MAX).into();
+    c.opt_io_size = if opts.opt_io_size != 0 {
+        opts.opt_io_size
+    } else {
+        caps.io_opt / lbs
+    }
+    .into();
     c.writeback = u8::from(disk.write_cache());
     c.num_queues = opts.num_queues.into();
     c.max_discard_sectors = opts.max_discard_sectors.into();
@@ -303,13 +311,13 @@ pub fn config_fields() -> Vec<ConfigField> {
             min_io_size,
             Some("TOPOLOGY"),
             false,
-            "physical block in logical blocks"
+            "host `queue/minimum_io_size` in logical blocks, at least one physical block"
         ),
         row!(
             opt_io_size,
             Some("TOPOLOGY"),
             false,
-            "option `opt_io_size` (default 0)"
+            "option `opt_io_size` if set, else host `queue/optimal_io_size` in logical blocks (0: none)"
         ),
         row!(
             writeback,
@@ -390,6 +398,41 @@ mod tests {
             ..Default::default()
         };
         assert!(o.validate(512).is_err());
+    }
+
+    #[test]
+    fn topology_follows_the_host_io_hints() {
+        use std::sync::Arc;
+        use vmstor_hostio::{Disk, DiskOptions, HostCaps, NullFile, Policy};
+        let disk = |min: u32, opt: u32| {
+            let mut caps = HostCaps::simulated(1 << 20);
+            caps.io_min = min;
+            caps.io_opt = opt;
+            Disk::from_host_file(
+                Arc::new(NullFile::new()),
+                caps,
+                Policy::default(),
+                DiskOptions::default(),
+            )
+            .unwrap()
+        };
+        let o = BlkOptions::default();
+        // No hints: one physical block (4096 / 512), no optimal size.
+        let c = build_config(&o, &disk(0, 0));
+        assert_eq!((c.min_io_size.get(), c.opt_io_size.get()), (8, 0));
+        // A RAID-like device: 64 KiB chunk, 1 MiB stripe.
+        let c = build_config(&o, &disk(64 << 10, 1 << 20));
+        assert_eq!((c.min_io_size.get(), c.opt_io_size.get()), (128, 2048));
+        // A minimum below the physical block does not lower it.
+        let c = build_config(&o, &disk(512, 0));
+        assert_eq!(c.min_io_size.get(), 8);
+        // The option wins over the host's optimal size.
+        let o = BlkOptions {
+            opt_io_size: 16,
+            ..BlkOptions::default()
+        };
+        let c = build_config(&o, &disk(0, 1 << 20));
+        assert_eq!(c.opt_io_size.get(), 16);
     }
 
     #[test]
