@@ -94,11 +94,12 @@ pub(crate) fn guest_prefix(g: &GuestBufs, len: u64) -> Option<GuestBufs> {
 
 /// A buffer of exactly `len` bytes for a host request, taken from `buf`.
 ///
-/// Returns `(request buffer, caller buffer kept aside)`. A guest list is
-/// cut to its prefix (the caller's list needs no return: the data lives in
-/// guest memory); an owned buffer of the exact length travels in the
-/// request; a longer owned buffer is kept and a fresh one used (for writes
-/// the prefix is copied into it).
+/// Returns `(request buffer, caller buffer kept aside)`. A guest list of
+/// exactly `len` bytes (no empty segment) travels in the request as it is,
+/// like an owned buffer of the exact length (no copy of the list); a longer
+/// guest list is cut to its prefix (the caller's list needs no return: the
+/// data lives in guest memory); a longer owned buffer is kept and a fresh
+/// one used (for writes the prefix is copied into it).
 pub(crate) fn io_buffer(
     buf: DataBuf,
     len: u64,
@@ -108,6 +109,9 @@ pub(crate) fn io_buffer(
         return None;
     }
     match buf {
+        DataBuf::Guest(g) if g.total_len() == len && g.segments().iter().all(|s| s.1 > 0) => {
+            Some((DataBuf::Guest(g), None))
+        }
         DataBuf::Guest(g) => {
             let p = guest_prefix(&g, len)?;
             Some((DataBuf::Guest(p), Some(DataBuf::Guest(g))))

@@ -52,8 +52,8 @@ pub mod sense;
 pub mod testing;
 
 pub use lu::{
-    Done, NexusId, Outcome, ScsiDisk, ScsiDiskConfig, ScsiResult, Task, TaskAttr, Tmf, TmfResponse,
-    Transfer,
+    Done, NexusId, Outcome, ScsiDisk, ScsiDiskConfig, ScsiResult, Task, TaskAttr, TaskRef, Tmf,
+    TmfResponse, Transfer,
 };
 pub use sense::{Asc, Sense, SenseKey, Status};
 

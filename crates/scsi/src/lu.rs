@@ -85,6 +85,23 @@ pub struct Task {
     pub buf: DataBuf,
 }
 
+/// A [`Task`] with a borrowed CDB, for [`ScsiDisk::submit_ref`].
+#[derive(Debug)]
+pub struct TaskRef<'a> {
+    /// See [`Task::token`].
+    pub token: u64,
+    /// See [`Task::nexus`].
+    pub nexus: NexusId,
+    /// See [`Task::tag`].
+    pub tag: u64,
+    /// See [`Task::attr`].
+    pub attr: TaskAttr,
+    /// See [`Task::cdb`].
+    pub cdb: &'a [u8],
+    /// See [`Task::buf`].
+    pub buf: DataBuf,
+}
+
 /// How a task ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
@@ -279,8 +296,8 @@ struct Run {
 }
 
 impl Run {
-    fn new(count_bytes: bool) -> Box<Run> {
-        Box::new(Run {
+    fn new(count_bytes: bool) -> Run {
+        Run {
             next: Next::Ops(VecDeque::new()),
             transferred: 0,
             count_bytes,
@@ -288,7 +305,7 @@ impl Run {
             copy_back: false,
             after: After::Nothing,
             lba: None,
-        })
+        }
     }
 }
 
@@ -301,9 +318,35 @@ fn pattern(block: &[u8], len: usize) -> AlignedBuf {
     b
 }
 
+/// Bytes of a CDB kept with a waiting task: more than the longest command
+/// of [`cdb::COMMANDS`] (16), so keeping only this prefix of a longer CDB
+/// changes nothing (trailing bytes are ignored).
+const KEPT_CDB: usize = 32;
+
+/// A task not yet started: its CDB (the first [`KEPT_CDB`] bytes, inline)
+/// and buffer.
+struct Queued {
+    cdb: [u8; KEPT_CDB],
+    cdb_len: u8,
+    buf: DataBuf,
+}
+
+impl Queued {
+    fn new(cdb: &[u8], buf: DataBuf) -> Queued {
+        let n = cdb.len().min(KEPT_CDB);
+        let mut c = [0u8; KEPT_CDB];
+        c[..n].copy_from_slice(&cdb[..n]);
+        Queued {
+            cdb: c,
+            cdb_len: n as u8,
+            buf,
+        }
+    }
+}
+
 enum State {
-    Waiting(Task),
-    Running(Box<Run>),
+    Waiting(Queued),
+    Running(Run),
 }
 
 struct Entry {
@@ -385,7 +428,7 @@ fn fnv(s: &[u8]) -> u64 {
 
 enum Step {
     Done(Outcome, DataBuf),
-    Io(Request, Box<Run>),
+    Io(Request, Run),
 }
 
 fn be16(c: &[u8], i: usize) -> u64 {
@@ -544,8 +587,27 @@ impl ScsiDisk {
     /// Queues `task` and runs whatever can run; returns every task that
     /// finished (this one or others).
     pub fn submit(&self, task: Task) -> Vec<Done> {
+        let mut out = Vec::new();
+        self.submit_ref(
+            TaskRef {
+                token: task.token,
+                nexus: task.nexus,
+                tag: task.tag,
+                attr: task.attr,
+                cdb: &task.cdb,
+                buf: task.buf,
+            },
+            &mut out,
+        );
+        out
+    }
+
+    /// [`ScsiDisk::submit`] for a transport's hot path: the CDB is borrowed
+    /// (copied into the task set) and the finished tasks are appended to
+    /// `out`, so a caller that reuses `out` allocates nothing here.
+    pub fn submit_ref(&self, task: TaskRef<'_>, out: &mut Vec<Done>) {
         let mut st = self.lock();
-        let mut out = std::mem::take(&mut st.stash);
+        out.append(&mut st.stash);
         if st.tasks.len() >= self.cfg.max_tasks || st.tasks.iter().any(|e| e.token == task.token) {
             out.push(Done {
                 token: task.token,
@@ -556,18 +618,17 @@ impl ScsiDisk {
                 }),
                 buf: task.buf,
             });
-            return out;
+            return;
         }
         st.tasks.push_back(Entry {
             token: task.token,
             nexus: task.nexus,
             tag: task.tag,
             attr: task.attr,
-            state: State::Waiting(task),
+            state: State::Waiting(Queued::new(task.cdb, task.buf)),
             abort: None,
         });
-        self.pump(&mut st, &mut out);
-        out
+        self.pump(&mut st, out);
     }
 
     /// Collects finished tasks without blocking.
@@ -603,14 +664,18 @@ impl ScsiDisk {
             st.next_token = st.next_token.wrapping_add(1) | (1 << 63);
             st.next_token
         };
-        let mut got = self.submit(Task {
-            token,
-            nexus,
-            tag: token,
-            attr: TaskAttr::Simple,
-            cdb: cdb.to_vec(),
-            buf,
-        });
+        let mut got = Vec::new();
+        self.submit_ref(
+            TaskRef {
+                token,
+                nexus,
+                tag: token,
+                attr: TaskAttr::Simple,
+                cdb,
+                buf,
+            },
+            &mut got,
+        );
         loop {
             if let Some(i) = got.iter().position(|d| d.token == token) {
                 let d = got.swap_remove(i);
@@ -820,8 +885,8 @@ impl ScsiDisk {
             else {
                 unreachable!("checked above")
             };
-            let token = task.token;
-            match self.run(st, task) {
+            let (token, nexus) = (st.tasks[i].token, st.tasks[i].nexus);
+            match self.run(st, token, nexus, task) {
                 Step::Done(outcome, buf) => {
                     st.tasks.remove(i);
                     out.push(Done {
@@ -942,14 +1007,13 @@ impl ScsiDisk {
     }
 
     /// Decodes and runs one enabled task.
-    fn run(&self, st: &mut LuState, task: Task) -> Step {
-        let Task {
-            nexus,
+    fn run(&self, st: &mut LuState, token: u64, nexus: NexusId, task: Queued) -> Step {
+        let Queued {
             cdb,
+            cdb_len,
             mut buf,
-            token,
-            ..
         } = task;
+        let cdb = &cdb[..usize::from(cdb_len)];
         st.nexus(nexus);
         let fail = |st: &LuState, s: Sense, buf: DataBuf| {
             Step::Done(
@@ -961,7 +1025,7 @@ impl ScsiDisk {
                 buf,
             )
         };
-        let d = match cdb::lookup(&cdb) {
+        let d = match cdb::lookup(cdb) {
             Ok(d) if cdb.len() >= d.cdb_len() => d,
             Ok(_) | Err(Lookup::Short) => {
                 return fail(st, Sense::invalid_opcode(0), buf);
@@ -1310,7 +1374,7 @@ enum Action {
     /// Done, with this many data-out bytes consumed.
     Good(u64),
     /// Host I/O.
-    Io(Request, Box<Run>),
+    Io(Request, Run),
 }
 
 /// Bytes the CDB asks to move (allocation length, parameter list length or
@@ -1437,6 +1501,13 @@ mod sam_tests {
 
     fn blocked(set: &[TaskAttr], i: usize) -> bool {
         sam_blocked(set.iter().copied(), i)
+    }
+
+    #[test]
+    fn kept_cdb_prefix_holds_every_command() {
+        assert!(crate::cdb::COMMANDS
+            .iter()
+            .all(|d| d.cdb_len() <= super::KEPT_CDB));
     }
 
     #[test]

@@ -10,6 +10,7 @@
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
+use smallvec::SmallVec;
 use virtio_bindings::virtio_ring::VRING_AVAIL_F_NO_INTERRUPT;
 use virtio_queue::{Queue, QueueOwnedT, QueueT};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
@@ -135,6 +136,8 @@ pub struct VirtioScsi {
     mem: Arc<GuestMemoryMmap>,
     interrupt: Option<InterruptFn>,
     error: Option<DeviceError>,
+    /// Finished chains of one `notify` (kept to reuse the allocation).
+    finished: Vec<Finished>,
 }
 
 impl std::fmt::Debug for VirtioScsi {
@@ -163,6 +166,7 @@ impl VirtioScsi {
             mem,
             interrupt: None,
             error: None,
+            finished: Vec::new(),
         }
     }
 
@@ -192,7 +196,7 @@ impl VirtioScsi {
     pub fn remove_disk(&mut self, target: u8, lun: u16) {
         let mem = self.mem.clone();
         let f = self.worker.remove_lun(target, lun, &mem);
-        self.put_used(f);
+        self.put_used(&f);
         self.deliver_events();
     }
 
@@ -412,26 +416,32 @@ impl VirtioScsi {
         let mem = self.mem.clone();
         let q = &mut self.queues[usize::from(index)];
         let mut fatal = None;
-        let mut chains = Vec::new();
         if let Err(e) = q.disable_notification(&*mem) {
             fatal = Some(ring_error(index, e));
         }
+        let mut finished = std::mem::take(&mut self.finished);
         match q.iter(&*mem) {
             Err(e) => fatal = Some(ring_error(index, e)),
-            Ok(it) => chains.extend(it),
-        }
-        let mut finished = Vec::new();
-        for chain in chains {
-            let r = if index == 0 {
-                self.worker.process_control(index, chain, &mem)
-            } else {
-                self.worker.process_request(index, chain, &mem)
-            };
-            match r {
-                Ok(f) => finished.extend(f),
-                Err(err) => {
-                    fatal.get_or_insert(DeviceError::Chain { queue: index, err });
-                    break;
+            Ok(it) => {
+                let mut broken = false;
+                // Every available chain is taken off the ring, as before
+                // the first unanswerable one stops processing.
+                for chain in it {
+                    if broken {
+                        continue;
+                    }
+                    let r = if index == 0 {
+                        self.worker
+                            .process_control(index, chain, &mem)
+                            .map(|f| finished.extend(f))
+                    } else {
+                        self.worker
+                            .process_request_into(index, chain, &mem, &mut finished)
+                    };
+                    if let Err(err) = r {
+                        fatal.get_or_insert(DeviceError::Chain { queue: index, err });
+                        broken = true;
+                    }
                 }
             }
         }
@@ -442,7 +452,9 @@ impl VirtioScsi {
                 false
             }
         };
-        self.put_used(finished);
+        self.put_used(&finished);
+        finished.clear();
+        self.finished = finished;
         if let Some(e) = fatal {
             self.fail(e);
             return false;
@@ -451,24 +463,33 @@ impl VirtioScsi {
         more
     }
 
-    fn put_used(&mut self, fin: Vec<Finished>) {
+    fn put_used(&mut self, fin: &[Finished]) {
+        if fin.is_empty() {
+            return;
+        }
         let mem = self.mem.clone();
-        let mut touched = vec![false; self.queues.len()];
+        // Queues given used entries, signalled in queue order.
+        let mut touched: SmallVec<[u16; 4]> = SmallVec::new();
         let mut fatal = None;
         for f in fin {
             let Some(q) = self.queues.get_mut(usize::from(f.queue)) else {
                 continue;
             };
             match q.add_used(&*mem, f.head, f.used_len) {
-                Ok(()) => touched[usize::from(f.queue)] = true,
+                Ok(()) => {
+                    if !touched.contains(&f.queue) {
+                        touched.push(f.queue);
+                    }
+                }
                 Err(e) => {
                     fatal.get_or_insert(ring_error(f.queue, e));
                 }
             }
         }
-        for (i, t) in touched.into_iter().enumerate() {
-            if t && should_signal(&mut self.queues[i], &mem) {
-                self.raise(InterruptKind::Queue(i as u16));
+        touched.sort_unstable();
+        for i in touched {
+            if should_signal(&mut self.queues[usize::from(i)], &mem) {
+                self.raise(InterruptKind::Queue(i));
             }
         }
         if let Some(e) = fatal {
@@ -519,7 +540,7 @@ impl VirtioScsi {
                 used_len: used,
             });
         }
-        self.put_used(fin);
+        self.put_used(&fin);
     }
 
     /// Puts finished commands on their used rings (never blocks). Returns
@@ -528,7 +549,7 @@ impl VirtioScsi {
         let mem = self.mem.clone();
         let f = self.worker.poll(&mem);
         let n = f.len();
-        self.put_used(f);
+        self.put_used(&f);
         n
     }
 
@@ -538,7 +559,7 @@ impl VirtioScsi {
         let mem = self.mem.clone();
         let f = self.worker.wait(&mem);
         let n = f.len();
-        self.put_used(f);
+        self.put_used(&f);
         n
     }
 

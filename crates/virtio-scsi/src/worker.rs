@@ -14,15 +14,17 @@
 //! `OVERRUN`.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::hash::{BuildHasherDefault, Hasher};
 use std::ops::Deref;
 use std::sync::Arc;
 
+use smallvec::SmallVec;
 use virtio_queue::DescriptorChain;
 use vm_memory::{Address, Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap};
 use vmstor_hostio::{DataBuf, GuestBufs};
 use vmstor_scsi::{
-    inquiry, report, Asc, Done, NexusId, Outcome, ScsiDisk, Sense, SenseKey, Status, Task,
-    TaskAttr, Tmf, TmfResponse, Transfer,
+    inquiry, report, Asc, Done, NexusId, Outcome, ScsiDisk, Sense, SenseKey, Status, TaskAttr,
+    TaskRef, Tmf, TmfResponse, Transfer,
 };
 use zerocopy::{FromBytes, IntoBytes};
 
@@ -68,10 +70,14 @@ pub struct Finished {
 
 type Segs = Vec<(GuestAddress, usize)>;
 
+/// The response area of a command: one or two segments in practice, kept
+/// inline while the command is in flight.
+type RespSegs = SmallVec<[(GuestAddress, usize); 2]>;
+
 struct Pending {
     queue: u16,
     head: u16,
-    resp: Segs,
+    resp: RespSegs,
     data_len: u64,
     data_in: bool,
     resp_len: u64,
@@ -82,24 +88,34 @@ fn total(s: &[(GuestAddress, usize)]) -> u64 {
 }
 
 /// The segments of `s` from byte `off` on (at most `len` bytes).
-fn slice(s: &[(GuestAddress, usize)], mut off: u64, mut len: u64) -> Segs {
-    let mut out = Vec::new();
-    for &(a, l) in s {
-        let l = l as u64;
-        if off >= l {
-            off -= l;
-            continue;
-        }
-        if len == 0 {
-            break;
-        }
-        let n = (l - off).min(len);
-        // In range: the whole descriptor was checked against guest memory.
-        out.push((a.unchecked_add(off), n as usize));
-        len -= n;
-        off = 0;
-    }
-    out
+fn slice(
+    s: &[(GuestAddress, usize)],
+    mut off: u64,
+    mut len: u64,
+) -> impl Iterator<Item = (GuestAddress, usize)> + '_ {
+    s.iter()
+        .map_while(move |&(a, l)| {
+            let l = l as u64;
+            if off >= l {
+                off -= l;
+                return Some(None);
+            }
+            if len == 0 {
+                return None;
+            }
+            let n = (l - off).min(len);
+            // In range: the whole descriptor was checked against guest memory.
+            let seg = (a.unchecked_add(off), n as usize);
+            len -= n;
+            off = 0;
+            Some(Some(seg))
+        })
+        .flatten()
+}
+
+/// Segment count and byte count of `slice(s, off, u64::MAX)`.
+fn tail_shape(s: &[(GuestAddress, usize)], off: u64) -> (usize, u64) {
+    slice(s, off, u64::MAX).fold((0, 0), |(n, t), (_, l)| (n + 1, t + l as u64))
 }
 
 fn read(mem: &GuestMemoryMmap, s: &[(GuestAddress, usize)], off: u64, dst: &mut [u8]) {
@@ -132,6 +148,23 @@ where
     M::Target: vm_memory::GuestMemory,
 {
     let (mut r, mut w) = (Vec::new(), Vec::new());
+    split_into(chain, mem, &mut r, &mut w)?;
+    Ok((r, w))
+}
+
+/// [`split_chain`] into the caller's (cleared) vectors.
+fn split_into<M>(
+    chain: DescriptorChain<M>,
+    mem: &GuestMemoryMmap,
+    r: &mut Segs,
+    w: &mut Segs,
+) -> Result<(), ChainError>
+where
+    M: Deref,
+    M::Target: vm_memory::GuestMemory,
+{
+    r.clear();
+    w.clear();
     for d in chain {
         let len = d.len() as usize;
         if len > 0 && !mem.check_range(d.addr(), len) {
@@ -146,7 +179,28 @@ where
             r.push((d.addr(), len));
         }
     }
-    Ok((r, w))
+    Ok(())
+}
+
+/// Hashes the worker's own command tokens (sequential, never chosen by the
+/// guest) with one multiplication instead of SipHash.
+#[derive(Default)]
+struct TokenHasher(u64);
+
+impl Hasher for TokenHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(*b)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (self.0 ^ n).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
 }
 
 /// Targets, LUNs, sizes and in-flight commands. See the module docs.
@@ -156,10 +210,15 @@ pub struct ScsiWorker {
     cdb_size: u32,
     seg_max: u32,
     features: u64,
-    pending: HashMap<u64, Pending>,
+    pending: HashMap<u64, Pending, BuildHasherDefault<TokenHasher>>,
     next_token: u64,
     events: VecDeque<VirtioScsiEvent>,
     missed: bool,
+    /// Scratch for `process_request_into`, kept to reuse the allocations:
+    /// the chain's readable and writable segments and finished tasks.
+    readable: Segs,
+    writable: Segs,
+    done: Vec<Done>,
 }
 
 impl std::fmt::Debug for ScsiWorker {
@@ -180,10 +239,13 @@ impl ScsiWorker {
             cdb_size: DEFAULT_CDB_SIZE,
             seg_max,
             features: 0,
-            pending: HashMap::new(),
+            pending: HashMap::default(),
             next_token: 0,
             events: VecDeque::new(),
             missed: false,
+            readable: Vec::new(),
+            writable: Vec::new(),
+            done: Vec::new(),
         }
     }
 
@@ -216,6 +278,13 @@ impl ScsiWorker {
     /// Commands in flight.
     pub fn in_flight(&self) -> usize {
         self.pending.len()
+    }
+
+    fn has_target(&self, target: u8) -> bool {
+        self.luns
+            .range((target, 0)..=(target, u16::MAX))
+            .next()
+            .is_some()
     }
 
     fn target_luns(&self, target: u8) -> Vec<u16> {
@@ -335,59 +404,98 @@ impl ScsiWorker {
         M: Deref,
         M::Target: vm_memory::GuestMemory,
     {
+        let mut out = Vec::new();
+        self.process_request_into(queue, chain, mem, &mut out)?;
+        Ok(out)
+    }
+
+    /// [`ScsiWorker::process_request`] appending the finished chains to
+    /// `out` (nothing is appended on error). With `out` reused, a command
+    /// that completes at once allocates only its data buffer's segment list.
+    pub fn process_request_into<M>(
+        &mut self,
+        queue: u16,
+        chain: DescriptorChain<M>,
+        mem: &Arc<GuestMemoryMmap>,
+        out: &mut Vec<Finished>,
+    ) -> Result<(), ChainError>
+    where
+        M: Deref,
+        M::Target: vm_memory::GuestMemory,
+    {
         let head = chain.head_index();
-        let (r, w) = split_chain(chain, mem)?;
-        let (rtot, wtot) = (total(&r), total(&w));
+        let (mut r, mut w) = (
+            std::mem::take(&mut self.readable),
+            std::mem::take(&mut self.writable),
+        );
+        let res = split_into(chain, mem, &mut r, &mut w)
+            .and_then(|()| self.request(queue, head, &r, &w, mem, out));
+        self.readable = r;
+        self.writable = w;
+        res
+    }
+
+    fn request(
+        &mut self,
+        queue: u16,
+        head: u16,
+        r: &[(GuestAddress, usize)],
+        w: &[(GuestAddress, usize)],
+        mem: &Arc<GuestMemoryMmap>,
+        out: &mut Vec<Finished>,
+    ) -> Result<(), ChainError> {
+        let (rtot, wtot) = (total(r), total(w));
         if wtot < 12 {
             return Err(ChainError::NoResponse(wtot));
         }
         let hdr_len = 19 + u64::from(self.cdb_size);
         let resp_len = 12 + u64::from(self.sense_size);
-        let quick = |response: u8| {
+        let mut quick = |response: u8| {
             let h = CmdRespHeader {
                 response,
                 ..Default::default()
             };
-            write(mem, &w, 0, h.as_bytes());
-            Ok(vec![Finished {
+            write(mem, w, 0, h.as_bytes());
+            out.push(Finished {
                 queue,
                 head,
                 used_len: 12,
-            }])
+            });
+            Ok(())
         };
         if rtot < hdr_len {
             return quick(resp::FAILURE);
         }
-        let mut hb = [0u8; 19];
-        read(mem, &r, 0, &mut hb);
-        let Ok(h) = CmdReqHeader::read_from_bytes(&hb) else {
+        // Header and CDB in one guest-memory read.
+        let mut hc = [0u8; 19 + MAX_CDB];
+        let hc = &mut hc[..19 + (self.cdb_size as usize).min(MAX_CDB)];
+        read(mem, r, 0, hc);
+        let (hb, cdb) = hc.split_at(19);
+        let Ok(h) = CmdReqHeader::read_from_bytes(hb) else {
             return quick(resp::FAILURE);
         };
-        let mut cdb = vec![0u8; (self.cdb_size as usize).min(MAX_CDB)];
-        read(mem, &r, 19, &mut cdb);
-        let dataout = slice(&r, hdr_len, u64::MAX);
-        let datain = slice(&w, resp_len, u64::MAX);
-        let (out_len, in_len) = (total(&dataout), total(&datain));
+        let (out_segs, out_len) = tail_shape(r, hdr_len);
+        let (in_segs, in_len) = tail_shape(w, resp_len);
         if out_len > 0 && in_len > 0 {
             // Bidirectional without VIRTIO_SCSI_F_INOUT (§5.6.6.1.1).
             return quick(resp::FAILURE);
         }
-        if dataout.len().max(datain.len()) as u64 > u64::from(self.seg_max) {
+        if out_segs.max(in_segs) as u64 > u64::from(self.seg_max) {
             return quick(resp::FAILURE);
         }
-        let resp_segs = slice(&w, 0, resp_len);
+        let resp_segs: RespSegs = slice(w, 0, resp_len).collect();
         let (target, lun) = match parse_lun(&h.lun) {
             LunAddr::NoTarget => return quick(resp::BAD_TARGET),
             LunAddr::BadLun { target } => (target, None),
             LunAddr::Lun { target, lun } => (target, Some(lun)),
         };
-        if self.target_luns(target).is_empty() {
+        if !self.has_target(target) {
             return quick(resp::BAD_TARGET);
         }
-        let Some(lu) = lun.and_then(|l| self.luns.get(&(target, l))).cloned() else {
+        let Some(lu) = lun.and_then(|l| self.luns.get(&(target, l))) else {
             // The target answers for a LUN with no logical unit.
-            let (status, sense, data) = self.absent_lun(target, &cdb);
-            let moved = write(mem, &datain, 0, &data);
+            let (status, sense, data) = self.absent_lun(target, cdb);
+            let moved = write(mem, w, resp_len, &data);
             let p = Pending {
                 queue,
                 head,
@@ -396,7 +504,8 @@ impl ScsiWorker {
                 data_in: in_len > 0,
                 resp_len,
             };
-            return Ok(vec![self.respond(&p, resp::OK, status, &sense, moved, mem)]);
+            out.push(self.respond(&p, resp::OK, status, &sense, moved, mem));
+            return Ok(());
         };
         let (data_len, data_in) = if in_len > 0 {
             (in_len, true)
@@ -411,22 +520,20 @@ impl ScsiWorker {
             data_in,
             resp_len,
         };
-        let overrun = match lu.transfer(&cdb) {
+        let overrun = match lu.transfer(cdb) {
             Transfer::Out(n) => n > out_len,
             Transfer::In(n) => n > in_len,
             Transfer::None => false,
         };
         if overrun {
-            return Ok(vec![self.respond(
-                &p,
-                resp::OVERRUN,
-                Status::Good,
-                &[],
-                0,
-                mem,
-            )]);
+            out.push(self.respond(&p, resp::OVERRUN, Status::Good, &[], 0, mem));
+            return Ok(());
         }
-        let segs = if data_in { datain } else { dataout };
+        let segs: Segs = if data_in {
+            slice(w, resp_len, u64::MAX).collect()
+        } else {
+            slice(r, hdr_len, u64::MAX).collect()
+        };
         let buf = if segs.is_empty() {
             DataBuf::None
         } else {
@@ -441,18 +548,21 @@ impl ScsiWorker {
             task_attr::ACA => TaskAttr::Aca,
             _ => TaskAttr::Simple,
         };
-        let done = lu.submit(Task {
-            token,
-            nexus: NEXUS,
-            tag: h.id.get(),
-            attr,
-            cdb,
-            buf,
-        });
-        Ok(done
-            .into_iter()
-            .filter_map(|d| self.complete(d, mem))
-            .collect())
+        let mut done = std::mem::take(&mut self.done);
+        lu.submit_ref(
+            TaskRef {
+                token,
+                nexus: NEXUS,
+                tag: h.id.get(),
+                attr,
+                cdb,
+                buf,
+            },
+            &mut done,
+        );
+        out.extend(done.drain(..).filter_map(|d| self.complete(d, mem)));
+        self.done = done;
+        Ok(())
     }
 
     /// What the target returns for a LUN without a logical unit (SPC-5
@@ -611,7 +721,7 @@ impl ScsiWorker {
                 let req = CtrlAnReq::read_from_bytes(&b).expect("16 bytes");
                 let response = match parse_lun(&req.lun) {
                     LunAddr::Lun { target, .. } | LunAddr::BadLun { target }
-                        if !self.target_luns(target).is_empty() =>
+                        if self.has_target(target) =>
                     {
                         resp::OK
                     }
