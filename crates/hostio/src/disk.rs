@@ -294,6 +294,9 @@ impl Disk {
             volatile: Mutex::new(Volatile::default()),
             volatile_cv: Condvar::new(),
         });
+        if let Some(p) = exec.flush_progress() {
+            core.flush.set_progress(p);
+        }
         if let Some(w) = exec.flush_waker() {
             core.flush.set_waker(w);
         }
@@ -564,7 +567,16 @@ impl Disk {
             return Ok(());
         }
         let _ = was; // Even if it was already off, a flush is cheap and safe.
-        {
+        let drained = || {
+            self.core
+                .volatile
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .count
+                == 0
+        };
+        // io_uring: this thread may be the one that has to reap them.
+        if !self.exec.wait_until(&drained) {
             let mut v = self.core.volatile.lock().unwrap_or_else(|e| e.into_inner());
             while v.count > 0 {
                 v.waiters += 1;

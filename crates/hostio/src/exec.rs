@@ -90,6 +90,18 @@ pub(crate) trait Executor: Send + Sync {
     fn flush_waker(&self) -> Option<Box<dyn Fn() + Send + Sync>> {
         None
     }
+    /// For an executor whose completions are reaped by its callers
+    /// (io_uring): blocks until `cond` holds, reaping meanwhile, and returns
+    /// true. Executors that progress on their own return false at once; the
+    /// caller then waits on its own condition variable.
+    fn wait_until(&self, _cond: &dyn Fn() -> bool) -> bool {
+        false
+    }
+    /// The same for the flush coordinator's blocking path, which otherwise
+    /// waits on its condition variable for a sync to end.
+    fn flush_progress(&self) -> Option<crate::flush::Progress> {
+        None
+    }
 }
 
 /// Completion queue shared by executors.
@@ -131,6 +143,12 @@ impl DoneQueue {
     }
     pub(crate) fn take(&self) -> Vec<Finished> {
         self.lock().done.drain(..).collect()
+    }
+    /// Whether a finished request is queued or nothing is in flight (what
+    /// [`DoneQueue::wait`] waits for).
+    pub(crate) fn ready_or_idle(&self) -> bool {
+        let g = self.lock();
+        !g.done.is_empty() || g.in_flight == 0
     }
     /// Hands every finished request to `f`, under the queue's lock (`f`
     /// must not touch this queue).

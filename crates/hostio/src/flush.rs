@@ -145,12 +145,16 @@ pub struct Sabotage {
 /// Callback run when a blocking-path sync ends.
 type Waker = Box<dyn Fn() + Send + Sync>;
 
+/// See [`FlushCoordinator::set_progress`].
+pub type Progress = Box<dyn Fn(&dyn Fn() -> bool) -> bool + Send + Sync>;
+
 /// See the module docs.
 pub struct FlushCoordinator {
     state: Mutex<State>,
     cv: Condvar,
     sabotage: Sabotage,
     waker: OnceLock<Waker>,
+    progress: OnceLock<Progress>,
     max_syncs: usize,
 }
 
@@ -189,6 +193,7 @@ impl FlushCoordinator {
             cv: Condvar::new(),
             sabotage,
             waker: OnceLock::new(),
+            progress: OnceLock::new(),
             max_syncs,
         }
     }
@@ -249,7 +254,24 @@ impl FlushCoordinator {
         loop {
             match self.step_locked(&mut s, &mut t) {
                 FlushStep::Done(o) => return o,
-                FlushStep::Busy => s = self.cv.wait(s).unwrap_or_else(|e| e.into_inner()),
+                FlushStep::Busy => {
+                    let seen = s.rounds_done;
+                    match self.progress.get() {
+                        // The executor reaps the sync's completion itself.
+                        Some(p) => {
+                            drop(s);
+                            if !p(&|| self.rounds_done() != seen) {
+                                s = self.lock();
+                                if s.rounds_done == seen {
+                                    s = self.wait_briefly(s);
+                                }
+                                continue;
+                            }
+                            s = self.lock();
+                        }
+                        None => s = self.cv.wait(s).unwrap_or_else(|e| e.into_inner()),
+                    }
+                }
                 FlushStep::Start { round, gen } => {
                     drop(s);
                     let r = match sync.take() {
@@ -297,6 +319,26 @@ impl FlushCoordinator {
     /// flushes (io_uring) retries them. Only the first call takes effect.
     pub fn set_waker(&self, waker: Box<dyn Fn() + Send + Sync>) {
         let _ = self.waker.set(waker);
+    }
+
+    /// Registers how the blocking [`FlushCoordinator::flush`] waits for a
+    /// sync to end when the executor's completions are reaped by whoever
+    /// waits (io_uring): the callback blocks until its condition holds,
+    /// reaping meanwhile, and returns false if it cannot (the executor is
+    /// gone; the flush then waits on its condition variable). Only the first
+    /// call takes effect.
+    pub fn set_progress(&self, progress: Progress) {
+        let _ = self.progress.set(progress);
+    }
+
+    fn wait_briefly<'a>(
+        &'a self,
+        s: std::sync::MutexGuard<'a, State>,
+    ) -> std::sync::MutexGuard<'a, State> {
+        self.cv
+            .wait_timeout(s, std::time::Duration::from_millis(10))
+            .unwrap_or_else(|e| e.into_inner())
+            .0
     }
 
     /// Starts a flush (non-blocking API): samples the write generation. The

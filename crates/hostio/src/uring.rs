@@ -21,26 +21,37 @@
 //! otherwise). At most `entries` requests are in flight; more wait in the
 //! queue, in order.
 //!
-//! ## Threads
+//! ## Threads: no reaper, whoever waits reaps
 //! Submitting threads push SQEs under a mutex and enter the kernel once per
 //! [`crate::Disk::submit`], or once per batch between [`crate::Disk::plug`]
-//! and [`crate::Disk::unplug`]. A reaper thread blocks in `io_uring_enter`
-//! (`to_submit` 0, `min_complete` 1), drains every completion that is ready,
-//! advances those requests (follow-up SQEs are submitted once per batch) and
-//! queues finished ones in the same completion queue as the thread pool,
-//! signalling [`crate::Disk::notify_fd`]. It needs no `poll` from the VMM, so
-//! `Disk::set_write_cache` and `Disk::drain` can wait for in-flight writes.
+//! and [`crate::Disk::unplug`]. There is no completion thread: the eventfd
+//! behind [`crate::Disk::notify_fd`] is registered with the ring
+//! (`IORING_REGISTER_EVENTFD`), so the kernel signals it when a CQE is
+//! posted, and [`crate::Disk::poll`] reads the ready CQEs straight from the
+//! shared completion ring (no syscall), advances those requests, submits
+//! their follow-up SQEs and returns what finished. Blocking calls
+//! ([`crate::Disk::wait`], `drain`, `execute`, `set_write_cache`, the flush
+//! coordinator's blocking path, drop) reap for themselves: one thread at a
+//! time holds the reaping role and sleeps in `io_uring_enter` for a CQE;
+//! others wait on a condition variable for it to hand the role back. A
+//! completion that does not come through the ring (a synchronous op, a
+//! flush elided or covered by a sync on the blocking path) wakes that
+//! sleeper with a NOP. A request finished by a thread other than the one
+//! about to take the queue signals the eventfd, so an event loop never
+//! misses it. Without that hand-off the QD1 path is submit, sleep in the
+//! kernel, reap: the same thread throughout.
 //!
 //! A flush that must wait (a running sync will cover it, its own sync's
 //! success awaits an earlier sync, or as many syncs run as
-//! [`crate::DiskOptions::max_syncs_in_flight`] allows) is parked and stepped again when a sync ends: a ring sync's end is seen by whoever processed it; a sync the
-//! blocking path ran on another thread (`Disk::sync_now`, from
-//! `set_write_cache`) wakes the reaper through the coordinator's waker (a
-//! NOP on the ring). Parking compares [`FlushCoordinator::rounds_done`], so
-//! a sync that ended between the step and the parking is never missed.
+//! [`crate::DiskOptions::max_syncs_in_flight`] allows) is parked and stepped
+//! again when a sync ends: a ring sync's end is seen by whoever reaps it; a
+//! sync the blocking path ran on another thread (`Disk::sync_now`, from
+//! `set_write_cache`) steps them through the coordinator's waker on that
+//! thread. Parking compares [`FlushCoordinator::rounds_done`], so a sync
+//! that ended between the step and the parking is never missed.
 //!
-//! Dropping the executor submits anything batched, waits for every request
-//! in flight, then stops the reaper with a NOP and joins it.
+//! Dropping the executor submits anything batched and reaps until every
+//! request in flight has completed.
 //!
 //! ## Files without a descriptor: the emulated ring
 //! For a [`HostFile`] with no [`HostFile::raw_fd`] (the crash model's
@@ -68,9 +79,9 @@ use std::collections::VecDeque;
 use std::io;
 use std::os::fd::RawFd;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
-use std::thread::JoinHandle;
 
-use io_uring::{opcode, squeue, types, EnterFlags, IoUring};
+use io_uring::{opcode, squeue, types, IoUring};
+use smallvec::SmallVec;
 use vmm_sys_util::eventfd::EventFd;
 
 use crate::disk::DiskCore;
@@ -127,7 +138,6 @@ enum Sink {
 #[derive(Default)]
 struct Waiter {
     done: Mutex<Option<Finished>>,
-    cv: Condvar,
 }
 
 /// The op a request is waiting on.
@@ -413,17 +423,23 @@ struct State {
     /// Flushes waiting for a running sync to end, with their slots.
     parked: Vec<(usize, Box<Job>)>,
     plugged: u32,
-    stop: bool,
-    /// Emulated ring: the reaper has parked flushes to look at.
-    wake: bool,
+    /// A thread owns the completion queue (reads CQEs, may block in
+    /// `io_uring_enter` for them).
+    reaping: bool,
+    /// The reaping thread is blocked in `io_uring_enter`: a completion that
+    /// does not come through the ring must wake it with a NOP.
+    blocked: bool,
+    /// Threads waiting on `Shared::cv` (for the reaping role, or, emulated,
+    /// for any progress).
+    cv_waiters: usize,
 }
 
 struct Shared {
     backend: Backend,
     entries: usize,
     state: Mutex<State>,
-    /// Signalled when a job finishes (drop waits) and, emulated, to wake
-    /// the reaper.
+    /// Signalled (when someone waits) when a job finishes, a sync ends on
+    /// the blocking path, or the reaping role is given up.
     cv: Condvar,
     done: DoneQueue,
     efd: EventFd,
@@ -472,19 +488,22 @@ impl Shared {
             submit_now || st.plugged == 0
         };
         let mut out = Vec::new();
-        self.drive(work, &mut out);
+        self.drive(work, &mut out, true);
         self.push(out, submit);
     }
 
     /// Advances jobs until each waits for the ring, parks or finishes;
     /// collects the SQEs to push. Then steps parked flushes whose sync ended.
-    fn drive(&self, mut work: Work, out: &mut Vec<squeue::Entry>) {
+    /// With `signal`, signals the eventfd once if a request finished into
+    /// the completion queue (a caller about to take the queue passes false).
+    fn drive(&self, mut work: Work, out: &mut Vec<squeue::Entry>, signal: bool) {
+        let mut queued = false;
         loop {
             while let Some((slot, mut job, res)) = work.pop() {
                 match job.step(res) {
                     Step::Submit(e) => {
                         // Back in its slot before the SQE exists, so the
-                        // reaper finds it whenever the CQE arrives.
+                        // reaping thread finds it whenever the CQE arrives.
                         let mut st = self.lock();
                         if let Some(s) = st.slots.get_mut(slot) {
                             *s = Some(job);
@@ -500,7 +519,7 @@ impl Shared {
                             st.parked.push((slot, job));
                         }
                     }
-                    Step::Finished(r) => self.finished(slot, job, r, &mut work),
+                    Step::Finished(r) => queued |= self.finished(slot, job, r, &mut work),
                 }
             }
             let mut st = self.lock();
@@ -514,28 +533,38 @@ impl Shared {
                 }
             }
             if work.is_empty() {
-                return;
+                break;
             }
+        }
+        if queued && signal {
+            // A full eventfd counter only means "already signalled".
+            let _ = self.efd.write(1);
         }
     }
 
-    fn finished(&self, slot: usize, job: Box<Job>, r: Result<u64, IoError>, work: &mut Work) {
+    /// Publishes a finished job; true if it went to the completion queue.
+    fn finished(
+        &self,
+        slot: usize,
+        job: Box<Job>,
+        r: Result<u64, IoError>,
+        work: &mut Work,
+    ) -> bool {
         let job = *job;
         if let Some((a, b)) = job.lock {
             job.core.ranges.release(a, b);
         }
         let f = exec::finish(&job.core, job.run, r);
-        match job.sink {
+        let queued = match job.sink {
             Sink::Queue => {
                 self.done.push(f);
-                // A full eventfd counter only means "already signalled".
-                let _ = self.efd.write(1);
+                true
             }
             Sink::Waiter(w) => {
                 *w.done.lock().unwrap_or_else(|e| e.into_inner()) = Some(f);
-                w.cv.notify_all();
+                false
             }
-        }
+        };
         let mut st = self.lock();
         st.inflight = st.inflight.saturating_sub(1);
         if let Some(s) = st.slots.get_mut(slot) {
@@ -543,7 +572,22 @@ impl Shared {
             st.free.push(slot);
         }
         self.admit(&mut st, work);
-        self.cv.notify_all();
+        self.poke_locked(st);
+        queued
+    }
+
+    /// Something a waiter may be waiting for happened outside the ring
+    /// (a job finished, a blocking-path sync ended): wakes the thread
+    /// blocked in `io_uring_enter` (a NOP) and the condvar waiters.
+    fn poke_locked(&self, st: MutexGuard<'_, State>) {
+        let nop = st.blocked;
+        if st.cv_waiters > 0 {
+            self.cv.notify_all();
+        }
+        drop(st);
+        if nop {
+            self.push(vec![opcode::Nop::new().build().user_data(WAKE)], true);
+        }
     }
 
     /// Pushes SQEs (entering the kernel when the SQ is full) and, if
@@ -563,8 +607,8 @@ impl Shared {
                     // tail) before the kernel is entered below.
                     let mut q = unsafe { ring.submission_shared() };
                     // SAFETY: the SQE's buffers (iovec arrays, data, bounce)
-                    // live in a boxed Job that stays in its slot until the
-                    // reaper takes its CQE.
+                    // live in a boxed Job that stays in its slot until its
+                    // CQE is reaped.
                     let pushed = unsafe { q.push(&e) }.is_ok();
                     drop(q);
                     if pushed {
@@ -601,7 +645,7 @@ impl Shared {
                 }
             }
             let mut out = Vec::new();
-            self.drive(work, &mut out);
+            self.drive(work, &mut out, true);
             self.push(out, true);
         }
     }
@@ -610,8 +654,8 @@ impl Shared {
         for _ in 0..PUSH_TRIES {
             match ring.submit() {
                 Ok(_) => return,
-                // Interrupted, or the kernel is short of memory or CQ room:
-                // the reaper keeps draining; try again.
+                // Interrupted, or the kernel is short of memory or CQ room
+                // (whoever reaps frees it): try again.
                 Err(e) if matches!(errno_of(&e), libc::EINTR | libc::EAGAIN | libc::EBUSY) => {
                     std::thread::yield_now()
                 }
@@ -620,79 +664,117 @@ impl Shared {
         }
     }
 
-    /// Wakes the reaper (to step parked flushes or to stop).
-    fn wake(&self) {
-        match &self.backend {
-            Backend::Real { .. } => {
-                self.push(vec![opcode::Nop::new().build().user_data(WAKE)], true)
+    /// Reads every CQE ready now (no syscall) and advances those jobs. The
+    /// caller holds the reaping role. Returns how many CQEs it read.
+    fn reap_ready(&self, ring: &IoUring, signal: bool) -> usize {
+        let mut cqes: SmallVec<[(u64, i32); 32]> = SmallVec::new();
+        // SAFETY: only the thread holding `State::reaping` reads the
+        // completion queue.
+        for c in unsafe { ring.completion_shared() } {
+            cqes.push((c.user_data(), c.result()));
+        }
+        let n = cqes.len();
+        let mut work = Vec::new();
+        {
+            let mut st = self.lock();
+            for (ud, res) in cqes {
+                if ud == WAKE {
+                    continue;
+                }
+                if let Some(job) = usize::try_from(ud)
+                    .ok()
+                    .and_then(|s| st.slots.get_mut(s))
+                    .and_then(Option::take)
+                {
+                    work.push((ud as usize, job, Some(i64::from(res))));
+                }
             }
-            Backend::Emulated => {
-                self.lock().wake = true;
-                self.cv.notify_all();
+            if work.is_empty() && st.parked.is_empty() {
+                return n;
             }
         }
+        let mut out = Vec::new();
+        self.drive(work, &mut out, signal);
+        if !out.is_empty() {
+            self.push(out, true);
+        }
+        n
     }
 
-    fn reap_real(&self, ring: &IoUring) {
-        let mut cqes: Vec<(u64, i32)> = Vec::with_capacity(self.entries * 2);
-        loop {
-            // SAFETY: plain io_uring_enter(to_submit 0, min_complete 1,
-            // GETEVENTS) with no argument structure.
-            let r = unsafe {
-                ring.submitter()
-                    .enter::<libc::sigset_t>(0, 1, EnterFlags::GETEVENTS.bits(), None)
-            };
-            if let Err(e) = r {
-                if !matches!(errno_of(&e), libc::EINTR | libc::EAGAIN | libc::EBUSY) {
-                    // Unexpected: do not spin.
-                    std::thread::sleep(std::time::Duration::from_millis(1));
-                }
-            }
-            // SAFETY: only this thread ever reads the completion queue.
-            for c in unsafe { ring.completion_shared() } {
-                cqes.push((c.user_data(), c.result()));
-            }
-            let mut work = Vec::new();
-            {
-                let mut st = self.lock();
-                for (ud, res) in cqes.drain(..) {
-                    if ud == WAKE {
-                        continue;
-                    }
-                    if let Some(job) = usize::try_from(ud)
-                        .ok()
-                        .and_then(|s| st.slots.get_mut(s))
-                        .and_then(Option::take)
-                    {
-                        work.push((ud as usize, job, Some(i64::from(res))));
-                    }
-                }
-            }
-            let mut out = Vec::new();
-            self.drive(work, &mut out);
-            if !out.is_empty() {
-                self.push(out, true);
-            }
-            let st = self.lock();
-            if st.stop && st.inflight == 0 {
+    /// Reaps what is ready unless another thread holds the reaping role
+    /// (it will publish what it reaps).
+    fn reap_now(&self, signal: bool) {
+        let Backend::Real { ring, .. } = &self.backend else {
+            return;
+        };
+        {
+            let mut st = self.lock();
+            if st.reaping {
                 return;
             }
+            st.reaping = true;
+        }
+        self.reap_ready(ring, signal);
+        let mut st = self.lock();
+        st.reaping = false;
+        if st.cv_waiters > 0 {
+            self.cv.notify_all();
         }
     }
 
-    fn reap_emulated(&self) {
+    /// Blocks until `cond` (checked under the state lock) holds, reaping
+    /// completions meanwhile: the calling thread takes the reaping role
+    /// when it is free and waits in `io_uring_enter`; otherwise it waits
+    /// for the role's holder (or, emulated, for other threads' progress).
+    fn wait_until(&self, cond: &dyn Fn(&State) -> bool, signal: bool) {
+        let mut st = self.lock();
         loop {
-            {
-                let mut st = self.lock();
-                while !(st.wake || (st.stop && st.inflight == 0)) {
-                    st = self.cv.wait(st).unwrap_or_else(|e| e.into_inner());
-                }
-                if st.stop && st.inflight == 0 {
-                    return;
-                }
-                st.wake = false;
+            if cond(&st) {
+                return;
             }
-            self.drive(Vec::new(), &mut Vec::new());
+            let ring = match &self.backend {
+                Backend::Real { ring, .. } if !st.reaping => ring,
+                _ => {
+                    st.cv_waiters += 1;
+                    let (g, timeout) = self
+                        .cv
+                        .wait_timeout(st, std::time::Duration::from_millis(100))
+                        .unwrap_or_else(|e| e.into_inner());
+                    st = g;
+                    st.cv_waiters -= 1;
+                    if timeout.timed_out() && matches!(self.backend, Backend::Emulated) {
+                        // Belt and braces: step parked flushes whose sync
+                        // ended without anyone noticing.
+                        drop(st);
+                        self.drive(Vec::new(), &mut Vec::new(), true);
+                        st = self.lock();
+                    }
+                    continue;
+                }
+            };
+            st.reaping = true;
+            drop(st);
+            let n = self.reap_ready(ring, signal);
+            st = self.lock();
+            if n == 0 && !cond(&st) {
+                st.blocked = true;
+                drop(st);
+                // Submits anything batched (the awaited request may be),
+                // then sleeps until a CQE is ready.
+                if let Err(e) = ring.submit_and_wait(1) {
+                    if !matches!(errno_of(&e), libc::EINTR | libc::EAGAIN | libc::EBUSY) {
+                        // Unexpected: do not spin.
+                        std::thread::sleep(std::time::Duration::from_millis(1));
+                    }
+                }
+                self.lock().blocked = false;
+                self.reap_ready(ring, signal);
+                st = self.lock();
+            }
+            st.reaping = false;
+            if st.cv_waiters > 0 {
+                self.cv.notify_all();
+            }
         }
     }
 }
@@ -700,7 +782,6 @@ impl Shared {
 /// The io_uring executor. See the module docs.
 pub(crate) struct Uring {
     sh: Arc<Shared>,
-    reaper: Option<JoinHandle<()>>,
 }
 
 /// Checks that the kernel runs every opcode the executor uses, and that a
@@ -738,19 +819,25 @@ fn probe(ring: &mut IoUring) -> Result<(), String> {
 
 impl Uring {
     /// Sets up the ring (or the emulated ring for `file` without a
-    /// descriptor) and starts the reaper. `Err` says why io_uring cannot be
-    /// used.
+    /// descriptor) with the eventfd registered. `Err` says why io_uring
+    /// cannot be used.
     pub(crate) fn new(entries: u32, file: &dyn HostFile) -> Result<Uring, String> {
         if disabled_by_env() {
             return Err(format!("disabled by {DISABLE_ENV}"));
         }
         let entries = entries.clamp(1, 4096);
+        let efd = EventFd::new(libc::EFD_NONBLOCK | libc::EFD_CLOEXEC)
+            .map_err(|e| format!("eventfd: {e}"))?;
         let backend = match file.raw_fd() {
             None => Backend::Emulated,
             Some(fd) => {
                 let mut ring =
                     IoUring::new(entries).map_err(|e| format!("io_uring_setup failed: {e}"))?;
                 probe(&mut ring)?;
+                use std::os::fd::AsRawFd;
+                ring.submitter()
+                    .register_eventfd(efd.as_raw_fd())
+                    .map_err(|e| format!("IORING_REGISTER_EVENTFD failed: {e}"))?;
                 Backend::Real {
                     ring: Box::new(ring),
                     sq: Mutex::new(()),
@@ -758,27 +845,15 @@ impl Uring {
                 }
             }
         };
-        let efd = EventFd::new(libc::EFD_NONBLOCK | libc::EFD_CLOEXEC)
-            .map_err(|e| format!("eventfd: {e}"))?;
-        let sh = Arc::new(Shared {
-            backend,
-            entries: entries as usize,
-            state: Mutex::new(State::default()),
-            cv: Condvar::new(),
-            done: DoneQueue::default(),
-            efd,
-        });
-        let s2 = sh.clone();
-        let reaper = std::thread::Builder::new()
-            .name("hostio-uring".into())
-            .spawn(move || match &s2.backend {
-                Backend::Real { ring, .. } => s2.reap_real(ring),
-                Backend::Emulated => s2.reap_emulated(),
-            })
-            .map_err(|e| format!("cannot start the reaper thread: {e}"))?;
         Ok(Uring {
-            sh,
-            reaper: Some(reaper),
+            sh: Arc::new(Shared {
+                backend,
+                entries: entries as usize,
+                state: Mutex::new(State::default()),
+                cv: Condvar::new(),
+                done: DoneQueue::default(),
+                efd,
+            }),
         })
     }
 
@@ -811,27 +886,33 @@ impl Executor for Uring {
         let w = Arc::new(Waiter::default());
         let job = self.job(core, req, plan, Sink::Waiter(w.clone()));
         self.sh.enqueue(job, true);
-        let mut g = w.done.lock().unwrap_or_else(|e| e.into_inner());
-        loop {
-            if let Some(f) = g.take() {
-                return f;
-            }
-            g = w.cv.wait(g).unwrap_or_else(|e| e.into_inner());
-        }
+        let ready = || w.done.lock().unwrap_or_else(|e| e.into_inner()).is_some();
+        self.sh.wait_until(&|_| ready(), true);
+        let f = w.done.lock().unwrap_or_else(|e| e.into_inner()).take();
+        // `wait_until` returned because the slot is filled.
+        f.unwrap_or_else(|| unreachable!("execute woke without its completion"))
     }
 
     fn take(&self) -> Vec<Finished> {
         let _ = self.sh.efd.read();
+        self.sh.reap_now(false);
         self.sh.done.take()
     }
 
     fn take_each(&self, f: &mut dyn FnMut(Finished)) {
         let _ = self.sh.efd.read();
+        self.sh.reap_now(false);
         self.sh.done.take_each(f);
     }
 
     fn wait(&self) {
-        self.sh.done.wait();
+        // The caller takes the queue next (`Disk::wait`, `Disk::drain`).
+        self.sh.wait_until(&|_| self.sh.done.ready_or_idle(), false);
+    }
+
+    fn wait_until(&self, cond: &dyn Fn() -> bool) -> bool {
+        self.sh.wait_until(&|_| cond(), true);
+        true
     }
 
     fn notify_fd(&self) -> Option<RawFd> {
@@ -865,9 +946,25 @@ impl Executor for Uring {
         let weak: Weak<Shared> = Arc::downgrade(&self.sh);
         Some(Box::new(move || {
             if let Some(sh) = weak.upgrade() {
-                if !sh.lock().parked.is_empty() {
-                    sh.wake();
+                // Step the flushes parked on it here: nobody else may be
+                // looking at the ring.
+                let mut out = Vec::new();
+                sh.drive(Vec::new(), &mut out, true);
+                sh.push(out, true);
+                sh.poke_locked(sh.lock());
+            }
+        }))
+    }
+
+    fn flush_progress(&self) -> Option<crate::flush::Progress> {
+        let weak: Weak<Shared> = Arc::downgrade(&self.sh);
+        Some(Box::new(move |cond: &dyn Fn() -> bool| {
+            match weak.upgrade() {
+                Some(sh) => {
+                    sh.wait_until(&|_| cond(), true);
+                    true
                 }
+                None => false,
             }
         }))
     }
@@ -876,34 +973,10 @@ impl Executor for Uring {
 impl Drop for Uring {
     fn drop(&mut self) {
         // Anything batched goes to the kernel, then every job in flight
-        // completes before the reaper stops.
+        // completes (reaped by this thread if nobody else does).
+        self.sh.lock().plugged = 0;
         self.sh.push(Vec::new(), true);
-        let mut st = self.sh.lock();
-        st.plugged = 0;
-        st.stop = true;
-        while st.inflight > 0 || !st.queued.is_empty() {
-            let (g, timeout) = self
-                .sh
-                .cv
-                .wait_timeout(st, std::time::Duration::from_millis(50))
-                .unwrap_or_else(|e| e.into_inner());
-            st = g;
-            if timeout.timed_out() {
-                // Belt and braces: step parked flushes whose sync ended.
-                drop(st);
-                let mut out = Vec::new();
-                self.sh.drive(Vec::new(), &mut out);
-                self.sh.push(out, true);
-                st = self.sh.lock();
-            }
-        }
-        drop(st);
-        match &self.sh.backend {
-            Backend::Real { .. } => self.sh.wake(),
-            Backend::Emulated => self.sh.cv.notify_all(),
-        }
-        if let Some(r) = self.reaper.take() {
-            let _ = r.join();
-        }
+        self.sh
+            .wait_until(&|st| st.inflight == 0 && st.queued.is_empty(), true);
     }
 }

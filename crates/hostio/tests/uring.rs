@@ -626,7 +626,7 @@ impl HostFile for GatedSync {
 
 /// A guest flush submitted to the ring while `set_write_cache(false)` (or
 /// `sync_now`) runs a blocking `fdatasync` on another thread is parked, and must be stepped
-/// again when that sync ends (the reaper is woken), not stranded. With no
+/// again when that sync ends (the coordinator's waker steps it), not stranded. With no
 /// write in between it shares that sync; with a write in between it needs
 /// its own fsync on the ring. With several syncs allowed at once that fsync
 /// runs while the blocking sync is held, but the flush still waits (parked)
@@ -754,4 +754,152 @@ fn discard_and_write_zeroes_through_fallocate() {
     // write_zeroes/discard count as modifications: the flush syncs.
     assert_eq!(run(&d, Request::flush(6)).result, Ok(0));
     assert_eq!(d.counters().fdatasyncs, 1);
+}
+
+/// Runs `f` on its own thread and fails (instead of hanging the suite) if it
+/// does not return within `secs`.
+fn within<T: Send + 'static>(secs: u64, what: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    rx.recv_timeout(Duration::from_secs(secs))
+        .unwrap_or_else(|_| panic!("{what}: no return within {secs} s (a lost wake-up?)"))
+}
+
+/// No thread reaps the ring behind the VMM's back: turning the write cache
+/// off on the thread that submitted (and never polled) must reap the
+/// volatile writes in flight itself, then sync, and leave their completions
+/// for the next poll.
+#[test]
+fn set_write_cache_off_reaps_in_flight_writes_itself() {
+    let img = image(4 * MIB);
+    let Some(d) = open(
+        "set_write_cache_off_reaps_in_flight_writes_itself",
+        &img,
+        CacheMode::Writeback,
+    ) else {
+        return;
+    };
+    let d = Arc::new(d);
+    let d2 = d.clone();
+    within(20, "set_write_cache(false)", move || {
+        let m = mem();
+        for i in 0..32u64 {
+            m.write_slice(&[0x11 + i as u8; 4096], GuestAddress(i * 4096))
+                .unwrap();
+            d2.submit(Request::write(
+                i * 4096,
+                guest(&m, i * 4096, 4096),
+                false,
+                i,
+            ))
+            .unwrap();
+        }
+        assert_eq!(d2.set_write_cache(false), Ok(()));
+        assert_eq!(d2.volatile_in_flight(), 0);
+    });
+    let k = d.counters();
+    assert_eq!(k.fdatasyncs, 1, "{k}");
+    let c = collect(&d, 32);
+    assert!(c.iter().all(|c| c.result == Ok(4096)));
+    let back = file_bytes(&img, 0, 32 * 4096);
+    for i in 0..32usize {
+        assert!(back[i * 4096..(i + 1) * 4096]
+            .iter()
+            .all(|&x| x == 0x11 + i as u8));
+    }
+}
+
+/// The blocking flush path (`sync_now`) arriving while a guest flush's
+/// fsync is on the ring, with one sync at a time, must wait for that ring
+/// sync by reaping it (nobody else will), not sleep on a condition
+/// variable forever.
+#[test]
+fn blocking_sync_behind_a_ring_sync_reaps_it() {
+    let img = image(MIB);
+    let Some(d) = open(
+        "blocking_sync_behind_a_ring_sync_reaps_it",
+        &img,
+        CacheMode::Writeback,
+    ) else {
+        return;
+    };
+    let d = Arc::new(d);
+    let d2 = d.clone();
+    within(20, "sync_now behind a ring fsync", move || {
+        let m = mem();
+        for round in 0..50u64 {
+            // Completed (so the flush has something to sync), volatile.
+            let w = run(&d2, Request::write(0, guest(&m, 0, 4096), false, 2 * round));
+            assert_eq!(w.result, Ok(4096));
+            d2.submit(Request::flush(2 * round + 1)).unwrap();
+            // Covered by the ring's fsync, so it waits for it to end.
+            assert_eq!(d2.sync_now(), Ok(()));
+        }
+    });
+    let c = collect(&d, 50);
+    assert!(c.iter().all(|c| c.result == Ok(0)), "{c:?}");
+    let k = d.counters();
+    assert_eq!((k.flushes_asked, k.flushes_elided), (50, 0), "{k}");
+    assert!(k.fdatasyncs >= 50, "{k}");
+}
+
+/// Several threads blocking in `Disk::execute` on one ring while another
+/// polls: one holds the reaping role at a time, and nobody's completion is
+/// lost or left waiting.
+#[test]
+fn concurrent_execute_from_many_threads_shares_the_reaping() {
+    let img = image(4 * MIB);
+    let Some(d) = open(
+        "concurrent_execute_from_many_threads_shares_the_reaping",
+        &img,
+        CacheMode::None,
+    ) else {
+        return;
+    };
+    let d = Arc::new(d);
+    let d2 = d.clone();
+    within(60, "4 threads x 200 execute + a poller", move || {
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let poller = {
+            let (d, stop) = (d2.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let mut n = 0;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    n += d.poll().len();
+                    std::thread::yield_now();
+                }
+                n
+            })
+        };
+        let workers: Vec<_> = (0..4u64)
+            .map(|t| {
+                let d = d2.clone();
+                std::thread::spawn(move || {
+                    let m = mem();
+                    for i in 0..200u64 {
+                        let at = (t * 256 + i % 256) * 4096;
+                        m.write_slice(&[t as u8 + 1; 4096], GuestAddress(0))
+                            .unwrap();
+                        let w = run(&d, Request::write(at, guest(&m, 0, 4096), i % 5 == 0, i));
+                        assert_eq!(w.result, Ok(4096));
+                        if i % 10 == 9 {
+                            assert_eq!(run(&d, Request::flush(i)).result, Ok(0));
+                        }
+                    }
+                })
+            })
+            .collect();
+        for w in workers {
+            w.join().unwrap();
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        // Disk::execute's completions never reach the queue.
+        assert_eq!(poller.join().unwrap(), 0);
+    });
+    for t in 0..4usize {
+        let back = file_bytes(&img, (t * 256) as u64 * 4096, 200 * 4096);
+        assert!(back.iter().all(|&x| x == t as u8 + 1), "thread {t}");
+    }
 }

@@ -439,6 +439,8 @@ impl VirtioBlk {
         if let Err(e) = q.disable_notification(&*mem) {
             fatal = Some(ring_error(index, e));
         }
+        // One io_uring_enter for the whole notification.
+        self.disk.plug();
         match q.iter(&*mem) {
             Err(e) => fatal = Some(ring_error(index, e)),
             Ok(iter) => {
@@ -457,6 +459,7 @@ impl VirtioBlk {
                 }
             }
         }
+        self.disk.unplug();
         let q = &mut self.queues[usize::from(index)];
         let mut more = false;
         for (head, len) in done.iter().copied() {
