@@ -526,10 +526,17 @@ impl Disk {
     }
 
     /// Blocks until at least one completion is ready (or nothing is in
-    /// flight), then returns what is ready.
+    /// flight), then returns what is ready. The [`Disk::notify_fd`] eventfd
+    /// may stay readable afterwards (the next `poll` clears it).
     pub fn wait(&self) -> Vec<Completion> {
         self.exec.wait();
-        self.poll()
+        let mut out = Vec::new();
+        self.exec.take_waited(&mut |f| {
+            if let Some(c) = self.finish(f) {
+                out.push(c);
+            }
+        });
+        out
     }
 
     /// Number of requests held by the `stop` error policy.

@@ -73,6 +73,12 @@ pub(crate) trait Executor: Send + Sync {
     /// Blocks until at least one finished request is queued or nothing is in
     /// flight.
     fn wait(&self);
+    /// [`Executor::take_each`] right after [`Executor::wait`]: an executor
+    /// whose eventfd the kernel signals (io_uring) may leave it signalled
+    /// (one spurious wake-up of an event loop instead of a `read` per wait).
+    fn take_waited(&self, f: &mut dyn FnMut(Finished)) {
+        self.take_each(f);
+    }
     fn notify_fd(&self) -> Option<RawFd>;
     /// Runs one request to completion for [`crate::Disk::execute`]; its
     /// completion is returned, not queued.

@@ -81,7 +81,7 @@ use std::os::fd::RawFd;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
 
 use io_uring::{opcode, squeue, types, IoUring};
-use smallvec::SmallVec;
+use smallvec::{smallvec, SmallVec};
 use vmm_sys_util::eventfd::EventFd;
 
 use crate::disk::DiskCore;
@@ -445,7 +445,12 @@ struct Shared {
     efd: EventFd,
 }
 
-type Work = Vec<(usize, Box<Job>, Option<i64>)>;
+/// Jobs to advance, with the CQE result each resumes with (inline for the
+/// usual handful: no allocation per request).
+type Work = SmallVec<[(usize, Box<Job>, Option<i64>); 8]>;
+
+/// SQEs to push.
+type Out = SmallVec<[squeue::Entry; 8]>;
 
 impl Shared {
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -480,14 +485,14 @@ impl Shared {
 
     /// Queues a new job and starts what can start.
     fn enqueue(&self, job: Box<Job>, submit_now: bool) {
-        let mut work = Vec::new();
+        let mut work = Work::new();
         let submit = {
             let mut st = self.lock();
             st.queued.push_back(job);
             self.admit(&mut st, &mut work);
             submit_now || st.plugged == 0
         };
-        let mut out = Vec::new();
+        let mut out = Out::new();
         self.drive(work, &mut out, true);
         self.push(out, submit);
     }
@@ -496,7 +501,7 @@ impl Shared {
     /// collects the SQEs to push. Then steps parked flushes whose sync ended.
     /// With `signal`, signals the eventfd once if a request finished into
     /// the completion queue (a caller about to take the queue passes false).
-    fn drive(&self, mut work: Work, out: &mut Vec<squeue::Entry>, signal: bool) {
+    fn drive(&self, mut work: Work, out: &mut Out, signal: bool) {
         let mut queued = false;
         loop {
             while let Some((slot, mut job, res)) = work.pop() {
@@ -586,13 +591,13 @@ impl Shared {
         }
         drop(st);
         if nop {
-            self.push(vec![opcode::Nop::new().build().user_data(WAKE)], true);
+            self.push(smallvec![opcode::Nop::new().build().user_data(WAKE)], true);
         }
     }
 
     /// Pushes SQEs (entering the kernel when the SQ is full) and, if
     /// `submit`, enters the kernel once for all of them.
-    fn push(&self, entries: Vec<squeue::Entry>, submit: bool) {
+    fn push(&self, entries: Out, submit: bool) {
         let Backend::Real { ring, sq, .. } = &self.backend else {
             return;
         };
@@ -631,7 +636,7 @@ impl Shared {
         }
         // An SQE that could not be queued completes with EBUSY.
         if !failed.is_empty() {
-            let mut work = Vec::new();
+            let mut work = Work::new();
             {
                 let mut st = self.lock();
                 for slot in failed {
@@ -644,7 +649,7 @@ impl Shared {
                     }
                 }
             }
-            let mut out = Vec::new();
+            let mut out = Out::new();
             self.drive(work, &mut out, true);
             self.push(out, true);
         }
@@ -674,7 +679,7 @@ impl Shared {
             cqes.push((c.user_data(), c.result()));
         }
         let n = cqes.len();
-        let mut work = Vec::new();
+        let mut work = Work::new();
         {
             let mut st = self.lock();
             for (ud, res) in cqes {
@@ -693,7 +698,7 @@ impl Shared {
                 return n;
             }
         }
-        let mut out = Vec::new();
+        let mut out = Out::new();
         self.drive(work, &mut out, signal);
         if !out.is_empty() {
             self.push(out, true);
@@ -746,7 +751,7 @@ impl Shared {
                         // Belt and braces: step parked flushes whose sync
                         // ended without anyone noticing.
                         drop(st);
-                        self.drive(Vec::new(), &mut Vec::new(), true);
+                        self.drive(Work::new(), &mut Out::new(), true);
                         st = self.lock();
                     }
                     continue;
@@ -905,6 +910,11 @@ impl Executor for Uring {
         self.sh.done.take_each(f);
     }
 
+    fn take_waited(&self, f: &mut dyn FnMut(Finished)) {
+        self.sh.reap_now(false);
+        self.sh.done.take_each(f);
+    }
+
     fn wait(&self) {
         // The caller takes the queue next (`Disk::wait`, `Disk::drain`).
         self.sh.wait_until(&|_| self.sh.done.ready_or_idle(), false);
@@ -931,7 +941,7 @@ impl Executor for Uring {
             st.plugged == 0
         };
         if submit {
-            self.sh.push(Vec::new(), true);
+            self.sh.push(Out::new(), true);
         }
     }
 
@@ -948,8 +958,8 @@ impl Executor for Uring {
             if let Some(sh) = weak.upgrade() {
                 // Step the flushes parked on it here: nobody else may be
                 // looking at the ring.
-                let mut out = Vec::new();
-                sh.drive(Vec::new(), &mut out, true);
+                let mut out = Out::new();
+                sh.drive(Work::new(), &mut out, true);
                 sh.push(out, true);
                 sh.poke_locked(sh.lock());
             }
@@ -975,7 +985,7 @@ impl Drop for Uring {
         // Anything batched goes to the kernel, then every job in flight
         // completes (reaped by this thread if nobody else does).
         self.sh.lock().plugged = 0;
-        self.sh.push(Vec::new(), true);
+        self.sh.push(Out::new(), true);
         self.sh
             .wait_until(&|st| st.inflight == 0 && st.queued.is_empty(), true);
     }
