@@ -22,8 +22,9 @@
 #   REPS=3                repetitions of every measurement
 #   SECS=5                seconds per timed run (fio: same, plus 1 s ramp)
 #   PERF_DIR=/var/tmp/vmstor-perf   where the 1 GiB image lives (root fs)
-#   VMSTOR_PERF_EXECUTORS="threads uring"  hostio executors compared in step 2
-#                         (inline | threads[:N] | uring[:N]); QD1 also runs inline
+#   VMSTOR_PERF_EXECUTORS="threads uring uring+poll30"  hostio executors compared
+#                         in step 2 (inline | threads[:N] | uring[:N], `+pollUS`:
+#                         DiskOptions::poll_us); QD1 also runs inline
 #   VMSTOR_PERF_EXECUTOR=uring      executor for step 5
 #   CARGO_TARGET_DIR      as usual (use a separate one on a shared machine)
 #   SKIP_CRITERION=1      skip step 1
@@ -37,7 +38,7 @@ REPS=${REPS:-3}
 SECS=${SECS:-5}
 PERF_DIR=${PERF_DIR:-/var/tmp/vmstor-perf}
 # Executors compared in step 2 (space-separated); QD1 also runs inline.
-EXECUTORS=${VMSTOR_PERF_EXECUTORS:-threads uring}
+EXECUTORS=${VMSTOR_PERF_EXECUTORS:-threads uring uring+poll30}
 EXECUTOR=${VMSTOR_PERF_EXECUTOR:-uring}
 STAMP=$(date +%Y-%m-%d-%H%M)
 OUT_DIR="$ROOT/tests/perf/results"

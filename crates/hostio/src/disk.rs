@@ -49,7 +49,17 @@ pub struct DiskOptions {
     /// [`crate::flush::DEFAULT_MAX_SYNCS`]; at most
     /// [`crate::flush::MAX_SYNCS_IN_FLIGHT`]). See `docs/durability.md`.
     pub max_syncs_in_flight: usize,
+    /// io_uring only: for how many microseconds a thread that blocks for a
+    /// completion ([`Disk::wait`], [`Disk::drain`], [`Disk::execute`],
+    /// [`Disk::set_write_cache`]) polls the completion ring before it
+    /// sleeps in the kernel (at most [`MAX_POLL_US`]; 0, the default, never
+    /// polls). Polling trades CPU for latency: a sleeping vCPU of a virtual
+    /// host takes tens of microseconds to wake (`docs/performance.md`).
+    pub poll_us: u32,
 }
+
+/// The longest completion polling [`DiskOptions::poll_us`] allows.
+pub const MAX_POLL_US: u32 = 1000;
 
 /// Why a disk could not be opened.
 #[derive(Debug, thiserror::Error)]
@@ -262,15 +272,17 @@ impl Disk {
         let exec: Box<dyn Executor> = match opts.executor {
             ExecutorKind::Inline => Box::<exec::Inline>::default(),
             ExecutorKind::Threads(n) => Box::new(exec::Pool::new(n).map_err(OpenError::Executor)?),
-            ExecutorKind::IoUring { entries } => match crate::uring::Uring::new(entries, &*file) {
-                Ok(u) => Box::new(u),
-                Err(why) => {
-                    let pool = exec::Pool::new(crate::uring::FALLBACK_THREADS)
-                        .map_err(OpenError::Executor)?;
-                    fallback = Some(why);
-                    Box::new(pool)
+            ExecutorKind::IoUring { entries } => {
+                match crate::uring::Uring::new(entries, opts.poll_us.min(MAX_POLL_US), &*file) {
+                    Ok(u) => Box::new(u),
+                    Err(why) => {
+                        let pool = exec::Pool::new(crate::uring::FALLBACK_THREADS)
+                            .map_err(OpenError::Executor)?;
+                        fallback = Some(why);
+                        Box::new(pool)
+                    }
                 }
-            },
+            }
         };
         let info = ExecutorInfo {
             requested: opts.executor,

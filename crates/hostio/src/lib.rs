@@ -60,7 +60,7 @@ pub mod uring;
 pub use buf::{AlignedBuf, DataBuf, GuestBufs};
 pub use caps::{BackingKind, Fact, HostCaps};
 pub use counters::CounterSnapshot;
-pub use disk::{Completion, Disk, DiskOptions, ExecutorInfo, OpenError, Outcome};
+pub use disk::{Completion, Disk, DiskOptions, ExecutorInfo, OpenError, Outcome, MAX_POLL_US};
 pub use driver::{CannotExpress, GuestDriver, GuestStatus, Issued};
 pub use exec::ExecutorKind;
 pub use file::{HostFile, Injected, IoVec, OpKind, RealFile};

@@ -443,6 +443,8 @@ struct Shared {
     cv: Condvar,
     done: DoneQueue,
     efd: EventFd,
+    /// How long a thread about to sleep for a CQE polls the ring first.
+    poll: std::time::Duration,
 }
 
 /// Jobs to advance, with the CQE result each resumes with (inline for the
@@ -759,8 +761,19 @@ impl Shared {
             };
             st.reaping = true;
             drop(st);
-            let n = self.reap_ready(ring, signal);
+            let mut n = self.reap_ready(ring, signal);
             st = self.lock();
+            if n == 0 && !cond(&st) && !self.poll.is_zero() {
+                // Poll the completion ring briefly before sleeping.
+                drop(st);
+                let t0 = std::time::Instant::now();
+                // SAFETY: this thread holds the reaping role.
+                while unsafe { ring.completion_shared() }.is_empty() && t0.elapsed() < self.poll {
+                    std::hint::spin_loop();
+                }
+                n = self.reap_ready(ring, signal);
+                st = self.lock();
+            }
             if n == 0 && !cond(&st) {
                 st.blocked = true;
                 drop(st);
@@ -826,7 +839,7 @@ impl Uring {
     /// Sets up the ring (or the emulated ring for `file` without a
     /// descriptor) with the eventfd registered. `Err` says why io_uring
     /// cannot be used.
-    pub(crate) fn new(entries: u32, file: &dyn HostFile) -> Result<Uring, String> {
+    pub(crate) fn new(entries: u32, poll_us: u32, file: &dyn HostFile) -> Result<Uring, String> {
         if disabled_by_env() {
             return Err(format!("disabled by {DISABLE_ENV}"));
         }
@@ -858,6 +871,7 @@ impl Uring {
                 cv: Condvar::new(),
                 done: DoneQueue::default(),
                 efd,
+                poll: std::time::Duration::from_micros(u64::from(poll_us)),
             }),
         })
     }

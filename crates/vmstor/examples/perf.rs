@@ -5,7 +5,8 @@
 //! ```text
 //! perf io --file F [--rw read|write] [--bs 4096] [--qd 1] [--seq]
 //!         [--cache none] [--stable auto|bounce|trust] [--executor inline|threads[:N]|uring[:N]]
-//!         [--secs 5] [--warmup 1]
+//!         [--poll-us 0] [--secs 5] [--warmup 1]
+//!     (`--executor uring+poll30` is short for `uring --poll-us 30`)
 //!     4 KiB random (or sequential) I/O through virtio-blk: the TestGuest's
 //!     queue with QD chains in flight, device model, hostio, executor, file.
 //! perf flushstorm --file F [--streams 32] [--mode engine|naive] [--secs 5]
@@ -169,13 +170,22 @@ fn io(args: &Args) -> serde_json::Value {
     );
     let secs: f64 = args.num("secs", 5.0);
     let warmup: f64 = args.num("warmup", 1.0);
+    // DiskOptions::poll_us (io_uring: poll the completion ring this long
+    // before sleeping).
+    // `uring+poll30` is `--executor uring --poll-us 30`.
+    let (ex_base, poll_suffix) = match ex_name.split_once("+poll") {
+        Some((b, p)) => (b.to_string(), p.parse().ok()),
+        None => (ex_name.clone(), None),
+    };
+    let poll_us: u32 = args.num("poll-us", poll_suffix.unwrap_or(0));
     let pol = policy(args);
     let disk = Arc::new(
         Disk::open(
             &args.file(),
             pol,
             DiskOptions {
-                executor: executor(&ex_name, qd),
+                executor: executor(&ex_base, qd),
+                poll_us,
                 ..Default::default()
             },
         )
@@ -312,6 +322,7 @@ fn io(args: &Args) -> serde_json::Value {
             "bs": bs,
             "qd": qd,
             "executor": ex_name,
+            "poll_us": poll_us,
             "cache": pol.mode().map_or("custom", |m| m.name()),
             "stable_writes": pol.stable_writes.name(),
             "secs": elapsed,
