@@ -24,6 +24,14 @@
 //!    writeback error once per open file and drops the dirty pages, so a later
 //!    "successful" sync would be a lie (`host-facts.md` §4).
 //!
+//! ## Waiting
+//! A blocking flush that must wait parks its thread. When a sync ends, only
+//! the parked flushes it decided are unparked, plus one that must now start
+//! the next sync (which will cover the rest): with 32 streams on 2 CPUs,
+//! waking every waiter at every sync's end cost more CPU than the sync.
+//! Non-blocking callers (io_uring) park their requests instead and step
+//! them when [`FlushCoordinator::rounds_done`] moves.
+//!
 //! ## Several syncs in flight
 //!
 //! Up to a limit of `fdatasync`s run at once
@@ -97,6 +105,18 @@ struct State {
     latched: Option<i32>,
     /// Flushes currently inside [`FlushCoordinator::flush`].
     inside: usize,
+    /// Blocking flushes parked until a sync's end decides them.
+    parked: Vec<Parked>,
+    next_parked: u64,
+}
+
+/// A blocking flush waiting in [`FlushCoordinator::flush`].
+#[derive(Debug)]
+struct Parked {
+    id: u64,
+    submit_gen: u64,
+    stale_round: Option<u64>,
+    thread: std::thread::Thread,
 }
 
 impl State {
@@ -118,6 +138,46 @@ impl State {
             false
         });
         self.synced_gen = synced;
+    }
+
+    /// Whether a flush stepped now would get [`FlushStep::Busy`] (the
+    /// predicate of [`FlushCoordinator::step`]).
+    fn busy(&self, submit_gen: u64, stale_round: Option<u64>, max_syncs: usize) -> bool {
+        match stale_round {
+            Some(r) => self.is_running(r),
+            None => {
+                self.latched.is_none()
+                    && self.synced_gen < submit_gen
+                    && (self.coming(submit_gen) || self.running.len() >= max_syncs)
+            }
+        }
+    }
+
+    /// Unparks the blocking flushes a sync's end decided, and one that must
+    /// now start a sync (that sync will cover the others still waiting:
+    /// their generations were sampled before it starts). The rest stay
+    /// parked, so a sync's end wakes the flushes it concerns instead of
+    /// every waiter.
+    fn wake_decided(&mut self, max_syncs: usize) {
+        let mut parked = std::mem::take(&mut self.parked);
+        let mut starter = false;
+        parked.retain(|p| {
+            if self.busy(p.submit_gen, p.stale_round, max_syncs) {
+                return true;
+            }
+            let decided = p.stale_round.is_some()
+                || self.latched.is_some()
+                || self.synced_gen >= p.submit_gen;
+            if !decided {
+                if starter {
+                    return true;
+                }
+                starter = true;
+            }
+            p.thread.unpark();
+            false
+        });
+        self.parked = parked;
     }
 
     /// Whether a running or pending sync will cover generation `gen` if it
@@ -269,7 +329,7 @@ impl FlushCoordinator {
                             }
                             s = self.lock();
                         }
-                        None => s = self.cv.wait(s).unwrap_or_else(|e| e.into_inner()),
+                        None => s = self.park(s, &t),
                     }
                 }
                 FlushStep::Start { round, gen } => {
@@ -329,6 +389,38 @@ impl FlushCoordinator {
     /// call takes effect.
     pub fn set_progress(&self, progress: Progress) {
         let _ = self.progress.set(progress);
+    }
+
+    /// Parks the calling flush until a sync's end unparks it (see
+    /// `State::wake_decided`). A bounded park, so even a missed unpark
+    /// costs a retry, not a hang.
+    fn park<'a>(
+        &'a self,
+        mut s: std::sync::MutexGuard<'a, State>,
+        t: &FlushTicket,
+    ) -> std::sync::MutexGuard<'a, State> {
+        let id = s.next_parked;
+        s.next_parked += 1;
+        s.parked.push(Parked {
+            id,
+            submit_gen: t.submit_gen,
+            stale_round: t.stale_round,
+            thread: std::thread::current(),
+        });
+        loop {
+            drop(s);
+            std::thread::park_timeout(std::time::Duration::from_millis(20));
+            s = self.lock();
+            match s.parked.iter().position(|p| p.id == id) {
+                None => return s,
+                Some(i) if !s.busy(t.submit_gen, t.stale_round, self.max_syncs) => {
+                    // Timed out although it could go on: step again.
+                    s.parked.swap_remove(i);
+                    return s;
+                }
+                Some(_) => {}
+            }
+        }
     }
 
     fn wait_briefly<'a>(
@@ -450,6 +542,7 @@ impl FlushCoordinator {
             }
         };
         s.commit();
+        s.wake_decided(self.max_syncs);
         self.cv.notify_all();
         out
     }
@@ -529,6 +622,63 @@ mod tests {
         c.write_completed();
         let _ = c.flush(|| Err(io::Error::from_raw_os_error(libc::EIO)));
         assert_eq!(c.flush(|| Ok(())), FlushOutcome::Synced);
+    }
+
+    /// Many blocking flushes at once (each after its own write): every
+    /// flush returns only once a sync that sampled its write has succeeded,
+    /// syncs are shared (group commit with only the decided flushes woken
+    /// at a sync's end), and nobody is left parked.
+    #[test]
+    fn storm_of_blocking_flushes_each_covered_and_grouped() {
+        use std::sync::Mutex;
+        for max_syncs in [1, 2, 4] {
+            let c = Arc::new(FlushCoordinator::with_limits(
+                Sabotage::default(),
+                max_syncs,
+            ));
+            // (writes completed, highest write count a finished sync sampled)
+            let book = Arc::new(Mutex::new((0u64, 0u64)));
+            let syncs = Arc::new(AtomicU32::new(0));
+            let threads: Vec<_> = (0..16)
+                .map(|_| {
+                    let (c, book, syncs) = (c.clone(), book.clone(), syncs.clone());
+                    std::thread::spawn(move || {
+                        for _ in 0..40 {
+                            let mine = {
+                                let mut b = book.lock().unwrap();
+                                c.write_completed();
+                                b.0 += 1;
+                                b.0
+                            };
+                            let o = c.flush(|| {
+                                let sampled = book.lock().unwrap().0;
+                                std::thread::sleep(std::time::Duration::from_micros(300));
+                                syncs.fetch_add(1, Ordering::SeqCst);
+                                let mut b = book.lock().unwrap();
+                                b.1 = b.1.max(sampled);
+                                Ok(())
+                            });
+                            assert!(
+                                matches!(o, FlushOutcome::Synced | FlushOutcome::Shared),
+                                "{o:?}"
+                            );
+                            let durable = book.lock().unwrap().1;
+                            assert!(durable >= mine, "write {mine} not covered ({durable})");
+                        }
+                    })
+                })
+                .collect();
+            for t in threads {
+                t.join().unwrap();
+            }
+            let n = syncs.load(Ordering::SeqCst);
+            assert!(
+                n < 16 * 40 / 2,
+                "{n} syncs for 640 flushes (max {max_syncs})"
+            );
+            assert_eq!(c.flushes_inside(), 0);
+            assert!(c.lock().parked.is_empty());
+        }
     }
 
     /// A flush submitted while a sync is running must wait for a new sync.
