@@ -154,6 +154,8 @@ pub(crate) struct DiskCore {
     pub trace: Arc<Trace>,
     pub ranges: RangeLock,
     pub sabotage: Sabotage,
+    /// Reused bounce buffers.
+    pub(crate) bounce: crate::buf::BouncePool,
     volatile: Mutex<Volatile>,
     volatile_cv: Condvar,
 }
@@ -303,6 +305,7 @@ impl Disk {
             trace,
             ranges: RangeLock::default(),
             sabotage: opts.sabotage,
+            bounce: Default::default(),
             volatile: Mutex::new(Volatile::default()),
             volatile_cv: Condvar::new(),
         });

@@ -286,7 +286,7 @@ impl Drop for Pool {
 
 /// Runs one request's plan on this thread and accounts for it.
 pub(crate) fn run_job(core: &DiskCore, req: Request, plan: Plan) -> Finished {
-    let mut run = PlanRun::new(req, plan);
+    let mut run = PlanRun::new(core, req, plan);
     let result = run_plan(core, &mut run);
     finish(core, run, result)
 }
@@ -294,7 +294,10 @@ pub(crate) fn run_job(core: &DiskCore, req: Request, plan: Plan) -> Finished {
 /// Accounting every executor does when a request's plan ended: the
 /// volatile-write count [`crate::Disk::set_write_cache`] waits on, and the
 /// error counters.
-pub(crate) fn finish(core: &DiskCore, run: PlanRun, result: Result<u64, IoError>) -> Finished {
+pub(crate) fn finish(core: &DiskCore, mut run: PlanRun, result: Result<u64, IoError>) -> Finished {
+    if let Some(b) = run.bounce.take() {
+        core.bounce.give(b);
+    }
     if !run.plan.durable && run.req.op.is_write() {
         core.volatile_done();
     }
@@ -533,8 +536,8 @@ pub(crate) struct PlanRun {
 }
 
 impl PlanRun {
-    pub(crate) fn new(mut req: Request, plan: Plan) -> PlanRun {
-        let bounce = (plan.bounce_len > 0).then(|| AlignedBuf::new(plan.bounce_len as usize));
+    pub(crate) fn new(core: &DiskCore, mut req: Request, plan: Plan) -> PlanRun {
+        let bounce = (plan.bounce_len > 0).then(|| core.bounce.take(plan.bounce_len as usize));
         let guest = matches!(req.buf, DataBuf::Guest(_));
         let req_iov = request_iovecs(&mut req.buf);
         PlanRun {

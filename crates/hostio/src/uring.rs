@@ -879,7 +879,7 @@ impl Uring {
     fn job(&self, core: &Arc<DiskCore>, req: Request, plan: Plan, sink: Sink) -> Box<Job> {
         Box::new(Job {
             core: core.clone(),
-            run: PlanRun::new(req, plan),
+            run: PlanRun::new(core, req, plan),
             sink,
             cur: Cur::Idle,
             short: Vec::new(),
