@@ -532,26 +532,37 @@ impl Disk {
     /// Completions ready now (never blocks).
     pub fn poll(&self) -> Vec<Completion> {
         let mut out = Vec::new();
+        self.poll_into(&mut out);
+        out
+    }
+
+    /// [`Disk::poll`] appending to `out`, so a caller that keeps one vector
+    /// allocates nothing per call.
+    pub fn poll_into(&self, out: &mut Vec<Completion>) {
         self.exec.take_each(&mut |f| {
             if let Some(c) = self.finish(f) {
                 out.push(c);
             }
         });
-        out
     }
 
     /// Blocks until at least one completion is ready (or nothing is in
     /// flight), then returns what is ready. The [`Disk::notify_fd`] eventfd
     /// may stay readable afterwards (the next `poll` clears it).
     pub fn wait(&self) -> Vec<Completion> {
-        self.exec.wait();
         let mut out = Vec::new();
+        self.wait_into(&mut out);
+        out
+    }
+
+    /// [`Disk::wait`] appending to `out`.
+    pub fn wait_into(&self, out: &mut Vec<Completion>) {
+        self.exec.wait();
         self.exec.take_waited(&mut |f| {
             if let Some(c) = self.finish(f) {
                 out.push(c);
             }
         });
-        out
     }
 
     /// Number of requests held by the `stop` error policy.

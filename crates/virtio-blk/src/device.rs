@@ -131,6 +131,8 @@ pub struct VirtioBlk {
     worker: BlockWorker,
     interrupt: Option<InterruptFn>,
     error: Option<DeviceError>,
+    /// Reused between completion batches (no allocation per batch).
+    comps: Vec<vmstor_hostio::Completion>,
 }
 
 impl std::fmt::Debug for VirtioBlk {
@@ -172,6 +174,7 @@ impl VirtioBlk {
             driver_features: 0,
             status: 0,
             queues,
+            comps: Vec::new(),
             mem,
             interrupt: None,
             error: None,
@@ -489,23 +492,27 @@ impl VirtioBlk {
     /// Puts finished requests on their used rings and raises interrupts.
     /// Never blocks. Returns how many chains finished.
     pub fn process_completions(&mut self) -> usize {
-        let comps = self.disk.poll();
+        let mut comps = std::mem::take(&mut self.comps);
+        self.disk.poll_into(&mut comps);
         self.finish(comps)
     }
 
     /// Blocks until at least one hostio request completes (or none is in
     /// flight), then does [`VirtioBlk::process_completions`].
     pub fn wait_completions(&mut self) -> usize {
-        let comps = self.disk.wait();
+        let mut comps = std::mem::take(&mut self.comps);
+        self.disk.wait_into(&mut comps);
         self.finish(comps)
     }
 
-    fn finish(&mut self, comps: Vec<vmstor_hostio::Completion>) -> usize {
+    /// Publishes `comps` (emptied and kept for the next batch).
+    fn finish(&mut self, mut comps: Vec<vmstor_hostio::Completion>) -> usize {
         let mem = self.mem.clone();
-        let mut touched = vec![false; self.queues.len()];
+        let mut touched: smallvec::SmallVec<[bool; 8]> =
+            smallvec::smallvec![false; self.queues.len()];
         let mut n = 0;
         let mut fatal = None;
-        for c in comps {
+        for c in comps.drain(..) {
             let Some(f) = self.worker.complete(c) else {
                 continue;
             };
@@ -520,6 +527,7 @@ impl VirtioBlk {
                 }
             }
         }
+        self.comps = comps;
         for (i, t) in touched.into_iter().enumerate() {
             if t && should_signal(&mut self.queues[i], &mem) {
                 self.raise(InterruptKind::Queue(i as u16));

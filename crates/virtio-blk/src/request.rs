@@ -34,6 +34,10 @@ use crate::spec::{
 /// A guest memory range: address and length.
 pub type Seg = (GuestAddress, usize);
 
+/// A list of [`Seg`]s, inline for the common short chains (no allocation
+/// per request).
+pub type Segs = smallvec::SmallVec<[Seg; 4]>;
+
 /// What kind of work a request type is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum RequestKind {
@@ -269,9 +273,9 @@ pub enum ChainError {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ChainLayout {
     /// Device-readable ranges, in order (header, then out data).
-    pub readable: Vec<Seg>,
+    pub readable: Segs,
     /// Device-writable ranges before the status byte.
-    pub writable: Vec<Seg>,
+    pub writable: Segs,
     /// The status byte.
     pub status: GuestAddress,
     /// A device-readable descriptor followed a device-writable one.
@@ -289,8 +293,8 @@ where
     // One pass, no intermediate list: every descriptor but the last is
     // sorted into readable/writable as the next one arrives.
     let mut l = ChainLayout {
-        readable: Vec::new(),
-        writable: Vec::new(),
+        readable: Segs::new(),
+        writable: Segs::new(),
         status: GuestAddress(0),
         mixed: false,
     };
@@ -340,8 +344,8 @@ fn total(segs: &[Seg]) -> u64 {
 
 /// Splits `segs` after `n` bytes. `None` if an address overflows or the
 /// list is shorter than `n`.
-fn split_at(segs: &[Seg], mut n: usize) -> Option<(Vec<Seg>, Vec<Seg>)> {
-    let (mut head, mut tail) = (Vec::new(), Vec::new());
+fn split_at(segs: &[Seg], mut n: usize) -> Option<(Segs, Segs)> {
+    let (mut head, mut tail) = (Segs::new(), Segs::new());
     for &(a, l) in segs {
         if n == 0 {
             tail.push((a, l));
@@ -496,7 +500,7 @@ pub fn parse(
             check_data_segs(limits, mem, in_data)?;
             Ok(Action::Read {
                 offset,
-                segs: in_data.clone(),
+                segs: in_data.to_vec(),
                 len: in_len,
             })
         }
@@ -511,7 +515,7 @@ pub fn parse(
             check_data_segs(limits, mem, &out_data)?;
             Ok(Action::Write {
                 offset,
-                segs: out_data,
+                segs: out_data.to_vec(),
                 len: out_len,
             })
         }
@@ -529,7 +533,7 @@ pub fn parse(
                 return Err(Reject::EmptyData);
             }
             Ok(Action::GetId {
-                segs: in_data.clone(),
+                segs: in_data.to_vec(),
             })
         }
         RequestKind::Discard | RequestKind::WriteZeroes => {
@@ -630,10 +634,10 @@ mod tests {
         let segs = vec![(GuestAddress(0x1000), 10), (GuestAddress(0x2000), 20)];
         let (h, t) = split_at(&segs, 16).unwrap();
         assert_eq!(
-            h,
-            vec![(GuestAddress(0x1000), 10), (GuestAddress(0x2000), 6)]
+            h[..],
+            [(GuestAddress(0x1000), 10), (GuestAddress(0x2000), 6)]
         );
-        assert_eq!(t, vec![(GuestAddress(0x2006), 14)]);
+        assert_eq!(t[..], [(GuestAddress(0x2006), 14)]);
         let (h, t) = split_at(&segs, 10).unwrap();
         assert_eq!(h.len(), 1);
         assert_eq!(t.len(), 1);

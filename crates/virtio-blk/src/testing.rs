@@ -657,13 +657,20 @@ impl TestGuest {
 
     /// Reads queue `q`'s new used entries (and frees their descriptors).
     pub fn poll_used(&mut self, q: u16) -> Vec<Used> {
+        let mut out = Vec::new();
+        self.poll_used_into(q, &mut out);
+        out
+    }
+
+    /// [`TestGuest::poll_used`] appending to `out` (benchmarks reuse one
+    /// vector).
+    pub fn poll_used_into(&mut self, q: u16, out: &mut Vec<Used>) {
         let gq = &mut self.queues[usize::from(q)];
         let idx: u16 = self
             .mem
             .load(GuestAddress(gq.used + 2), Ordering::Acquire)
             .map(u16::from_le)
             .unwrap_or(gq.last_used);
-        let mut out = Vec::new();
         // A device can never be more than `size` entries ahead.
         for _ in 0..gq.size {
             if gq.last_used == idx {
@@ -677,7 +684,6 @@ impl TestGuest {
             out.push(Used { head, len });
             gq.done.insert(head, len);
         }
-        out
     }
 
     /// Collects the reply for `head` on queue `q` if it is on the used ring.

@@ -193,7 +193,7 @@ impl BlockWorker {
         };
         let tag = self.next_tag.fetch_add(1, Ordering::Relaxed);
         let guest = |segs| DataBuf::Guest(GuestBufs::new(mem.clone(), segs));
-        let (reqs, success_len): (Vec<Request>, u64) = match action {
+        let (reqs, success_len): (smallvec::SmallVec<[Request; 1]>, u64) = match action {
             Action::GetId { segs } => {
                 let n = segs.iter().map(|s| s.1).sum::<usize>().min(ID_BYTES);
                 if write_segs(mem, &segs, &self.limits.id[..n]).is_none() {
@@ -202,13 +202,15 @@ impl BlockWorker {
                 write_status(mem, layout.status, BlkStatus::Ok);
                 return Ok(Processed::Done(n as u32 + 1));
             }
-            Action::Read { offset, segs, len } => {
-                (vec![Request::read(offset, guest(segs), tag)], len + 1)
-            }
-            Action::Write { offset, segs, .. } => {
-                (vec![Request::write(offset, guest(segs), false, tag)], 1)
-            }
-            Action::Flush => (vec![Request::flush(tag)], 1),
+            Action::Read { offset, segs, len } => (
+                smallvec::smallvec![Request::read(offset, guest(segs), tag)],
+                len + 1,
+            ),
+            Action::Write { offset, segs, .. } => (
+                smallvec::smallvec![Request::write(offset, guest(segs), false, tag)],
+                1,
+            ),
+            Action::Flush => (smallvec::smallvec![Request::flush(tag)], 1),
             Action::Discard(ranges) => (
                 ranges
                     .into_iter()

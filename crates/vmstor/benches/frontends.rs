@@ -136,6 +136,7 @@ fn virtio_blk(c: &mut Criterion) {
     let mut i = 0u64;
     // Requests the benchmark ran: none when criterion's filter skips it.
     let mut ran = 0u64;
+    let mut used = Vec::new();
     c.bench_function("model/virtio-blk-in-4k", |b| {
         b.iter(|| {
             ran += 1;
@@ -145,7 +146,9 @@ fn virtio_blk(c: &mut Criterion) {
                 .unwrap();
             g.submit_raw(0, &[], 0);
             g.kick(0);
-            black_box(g.poll_used(0));
+            used.clear();
+            g.poll_used_into(0, &mut used);
+            black_box(&used);
         })
     });
     let st = mem.read_obj::<u8>(GuestAddress(status)).unwrap();

@@ -278,8 +278,10 @@ fn io(args: &Args) -> serde_json::Value {
     let mut done = 0u64;
     let mut errors = 0u64;
     let mut measured_from = None;
+    let mut used = Vec::with_capacity(qd);
     loop {
-        let used = g.poll_used(0);
+        used.clear();
+        g.poll_used_into(0, &mut used);
         if used.is_empty() {
             g.device_mut().wait_completions();
             continue;
@@ -291,7 +293,7 @@ fn io(args: &Args) -> serde_json::Value {
         if now >= measure_from && measured_from.is_none() {
             measured_from = Some(now);
         }
-        for u in used {
+        for u in used.drain(..) {
             let s = usize::from(u.head) / 3;
             let (hdr, status, _) = slots[s];
             if mem.read_obj::<u8>(GuestAddress(status)).unwrap_or(0xff) != 0 {
