@@ -66,7 +66,7 @@ pub use exec::ExecutorKind;
 pub use file::{HostFile, Injected, IoVec, OpKind, RealFile};
 pub use flush::Sabotage;
 pub use null::NullFile;
-pub use plan::{plan, BufRef, BufShape, HostOp, Plan, RequestShape};
+pub use plan::{plan, BufRef, BufShape, HostOp, Plan, PlanOps, RequestShape};
 pub use policy::{
     CacheMode, DiscardMode, ErrorAction, ErrorPolicy, Policy, PolicyParseError, StableWrites,
 };

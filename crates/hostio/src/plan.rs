@@ -232,7 +232,7 @@ pub struct RequestShape {
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Plan {
     /// Host operations, in order.
-    pub ops: Vec<HostOp>,
+    pub ops: PlanOps,
     /// Size of the bounce buffer the ops need (0 = none).
     pub bounce_len: u64,
     /// A range that must be locked against overlapping in-flight requests
@@ -242,6 +242,10 @@ pub struct Plan {
     /// (a FUA or write-through write, or a flush).
     pub durable: bool,
 }
+
+/// A plan's op list: inline up to four ops (every plan but a long
+/// read-modify-write), so planning allocates nothing.
+pub type PlanOps = smallvec::SmallVec<[HostOp; 4]>;
 
 /// Whether `auto` stable-write handling resolves to bouncing for these caps.
 pub fn stable_bounce(policy: &Policy, caps: &HostCaps) -> bool {
@@ -564,7 +568,7 @@ mod tests {
         fn flush_is_fdatasync(p in arb_policy(), wce: bool, c in arb_caps()) {
             let r = RequestShape { op: Op::Flush, offset: 0, len: 0, buf: BufShape::None };
             let ops = plan(&r, &p, wce, &c).ops;
-            if p.no_flush { prop_assert!(ops.is_empty()); } else { prop_assert_eq!(ops, vec![HostOp::Fdatasync]); }
+            if p.no_flush { prop_assert!(ops.is_empty()); } else { prop_assert_eq!(&ops[..], &[HostOp::Fdatasync][..]); }
         }
 
         /// Under O_DIRECT every transfer is aligned, guest memory is used
