@@ -906,10 +906,12 @@ impl Executor for Uring {
         let job = self.job(core, req, plan, Sink::Waiter(w.clone()));
         self.sh.enqueue(job, true);
         let ready = || w.done.lock().unwrap_or_else(|e| e.into_inner()).is_some();
-        self.sh.wait_until(&|_| ready(), true);
-        let f = w.done.lock().unwrap_or_else(|e| e.into_inner()).take();
-        // `wait_until` returned because the slot is filled.
-        f.unwrap_or_else(|| unreachable!("execute woke without its completion"))
+        loop {
+            self.sh.wait_until(&|_| ready(), true);
+            if let Some(f) = w.done.lock().unwrap_or_else(|e| e.into_inner()).take() {
+                return f;
+            }
+        }
     }
 
     fn take(&self) -> Vec<Finished> {
