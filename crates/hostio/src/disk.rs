@@ -6,7 +6,8 @@
 //! - [`Disk::submit`] validates (typed [`RequestError`], no host I/O on
 //!   rejection), plans and hands the request to the executor. Completions
 //!   come back from [`Disk::poll`] (or [`Disk::wait`]); with the thread pool
-//!   the [`Disk::notify_fd`] eventfd becomes readable when there are some.
+//!   or io_uring the [`Disk::notify_fd`] eventfd becomes readable when there
+//!   may be some (io_uring has no thread of its own: `poll` reaps the ring).
 //! - [`Disk::execute`] runs one request synchronously on the caller's thread
 //!   (simple front ends, tests).
 //! - A failed request whose direction's [`crate::ErrorAction`] holds it
@@ -394,7 +395,12 @@ impl Disk {
     }
 
     /// The eventfd signalled when completions are ready (thread pool and
-    /// io_uring).
+    /// io_uring; `None` for the inline executor). With io_uring the kernel
+    /// signals it when it posts a completion, which only [`Disk::poll`] (or
+    /// a blocking call) turns into a [`Completion`]: when it is readable,
+    /// call `poll`. A `poll` may then find nothing (a blocking call on
+    /// another thread took them first), and after [`Disk::wait`] it may
+    /// stay readable once more than needed.
     pub fn notify_fd(&self) -> Option<RawFd> {
         self.exec.notify_fd()
     }
