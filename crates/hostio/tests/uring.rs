@@ -756,6 +756,16 @@ fn discard_and_write_zeroes_through_fallocate() {
     assert_eq!(d.counters().fdatasyncs, 1);
 }
 
+/// [`open`], shared: the disk and a second handle for a worker thread.
+fn shared(
+    test: &str,
+    img: &tempfile::NamedTempFile,
+    mode: CacheMode,
+) -> Option<(Arc<Disk>, Arc<Disk>)> {
+    let d = Arc::new(open(test, img, mode)?);
+    Some((d.clone(), d))
+}
+
 /// Runs `f` on its own thread and fails (instead of hanging the suite) if it
 /// does not return within `secs`.
 fn within<T: Send + 'static>(secs: u64, what: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
@@ -774,15 +784,13 @@ fn within<T: Send + 'static>(secs: u64, what: &str, f: impl FnOnce() -> T + Send
 #[test]
 fn set_write_cache_off_reaps_in_flight_writes_itself() {
     let img = image(4 * MIB);
-    let Some(d) = open(
+    let Some((d, d2)) = shared(
         "set_write_cache_off_reaps_in_flight_writes_itself",
         &img,
         CacheMode::Writeback,
     ) else {
         return;
     };
-    let d = Arc::new(d);
-    let d2 = d.clone();
     within(20, "set_write_cache(false)", move || {
         let m = mem();
         for i in 0..32u64 {
@@ -818,15 +826,13 @@ fn set_write_cache_off_reaps_in_flight_writes_itself() {
 #[test]
 fn blocking_sync_behind_a_ring_sync_reaps_it() {
     let img = image(MIB);
-    let Some(d) = open(
+    let Some((d, d2)) = shared(
         "blocking_sync_behind_a_ring_sync_reaps_it",
         &img,
         CacheMode::Writeback,
     ) else {
         return;
     };
-    let d = Arc::new(d);
-    let d2 = d.clone();
     within(20, "sync_now behind a ring fsync", move || {
         let m = mem();
         for round in 0..50u64 {
@@ -851,15 +857,13 @@ fn blocking_sync_behind_a_ring_sync_reaps_it() {
 #[test]
 fn concurrent_execute_from_many_threads_shares_the_reaping() {
     let img = image(4 * MIB);
-    let Some(d) = open(
+    let Some((_d, d2)) = shared(
         "concurrent_execute_from_many_threads_shares_the_reaping",
         &img,
         CacheMode::None,
     ) else {
         return;
     };
-    let d = Arc::new(d);
-    let d2 = d.clone();
     within(60, "4 threads x 200 execute + a poller", move || {
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let poller = {
